@@ -1,0 +1,94 @@
+"""rlm-core: Recursive Language Models with pluggable sandboxes.
+
+    from rlm_core import RLM
+    rlm = RLM(backend="openai", backend_kwargs={"model_name": "gpt-4o-mini"})
+    print(rlm.completion(long_document, root_prompt="What changed in 2021?").response)
+
+Attributes are imported on first use, so ``import rlm_core`` stays cheap and light
+modules (such as the in-sandbox agent) can be imported without the plugin machinery.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "RLM": "rlm_core.rlm",
+    "RLMLogger": "rlm_core.logger",
+    "RLMChatCompletion": "rlm_core.types",
+    "REPLResult": "rlm_core.types",
+    "UsageSummary": "rlm_core.types",
+    "ModelUsageSummary": "rlm_core.types",
+    "RLMIteration": "rlm_core.types",
+    "Environment": "rlm_core.environments.base",
+    "Session": "rlm_core.environments.base",
+    "Backend": "rlm_core.backends.base",
+    "LMResponse": "rlm_core.backends.base",
+    "LMUsage": "rlm_core.backends.base",
+    "hookimpl": "rlm_core.hookspecs",
+    "hookspec": "rlm_core.hookspecs",
+    "get_registry": "rlm_core.plugins",
+    "RLMError": "rlm_core.exceptions",
+    "BudgetExceededError": "rlm_core.exceptions",
+    "TimeoutExceededError": "rlm_core.exceptions",
+    "TokenLimitExceededError": "rlm_core.exceptions",
+    "ErrorThresholdExceededError": "rlm_core.exceptions",
+    "CancellationError": "rlm_core.exceptions",
+    "LimitExceededError": "rlm_core.exceptions",
+    "PluginError": "rlm_core.exceptions",
+    "UnknownEnvironmentError": "rlm_core.exceptions",
+    "UnknownBackendError": "rlm_core.exceptions",
+    "BackendError": "rlm_core.exceptions",
+    "MissingAPIKeyError": "rlm_core.exceptions",
+    "SandboxError": "rlm_core.exceptions",
+    "CellRejectedError": "rlm_core.exceptions",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from rlm_core.backends.base import Backend, LMResponse, LMUsage
+    from rlm_core.environments.base import Environment, Session
+    from rlm_core.exceptions import (
+        BackendError,
+        BudgetExceededError,
+        CancellationError,
+        CellRejectedError,
+        ErrorThresholdExceededError,
+        LimitExceededError,
+        MissingAPIKeyError,
+        PluginError,
+        RLMError,
+        SandboxError,
+        TimeoutExceededError,
+        TokenLimitExceededError,
+        UnknownBackendError,
+        UnknownEnvironmentError,
+    )
+    from rlm_core.hookspecs import hookimpl, hookspec
+    from rlm_core.logger import RLMLogger
+    from rlm_core.plugins import get_registry
+    from rlm_core.rlm import RLM
+    from rlm_core.types import (
+        ModelUsageSummary,
+        REPLResult,
+        RLMChatCompletion,
+        RLMIteration,
+        UsageSummary,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlm_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,227 @@
+"""The environment contract: one interface for every sandbox a cell can run in."""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from rlm_core.types import Messages, REPLResult, RLMChatCompletion
+
+# Capability names an environment may declare (the conformance suite checks each claim).
+ISOLATED = "isolated"  # cells cannot touch the host process's memory or files
+NETWORK_OFF = "network_off"  # cells have no network beyond the bridge
+TIMEOUT = "timeout"  # a running cell can be interrupted after a deadline
+PERSISTENT = "persistent"  # state survives across completion() calls (persistent=True)
+SUBCALLS = "subcalls"  # llm_query / llm_query_batched work from cells
+RECURSIVE = "recursive"  # rlm_query spawns child RLMs
+FILES = "files"  # cells have a writable working directory
+COMPACTION = "compaction"  # history can be replaced between iterations
+
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {
+        "llm_query",
+        "llm_query_batched",
+        "rlm_query",
+        "rlm_query_batched",
+        "SHOW_VARS",
+        "answer",
+        "context",
+        "history",
+    }
+)
+"""REPL names custom tools may not use; restored after every cell if a cell rebinds them."""
+
+
+class SubcallHandler(Protocol):
+    """The host side of sub-LM calls, handed to an environment when it starts.
+
+    Every method returns :class:`RLMChatCompletion` records and never raises for an LM
+    failure: a failed call has ``error`` set and ``response`` set to ``"Error: ..."``.
+    Methods are called from any thread; batched methods run their calls concurrently,
+    bounded by the run's ``max_concurrent_subcalls``.
+    """
+
+    def llm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
+        """One plain LM call."""
+        ...
+
+    def llm_query_batched(
+        self, prompts: list[Any], model: str | None = None
+    ) -> list[RLMChatCompletion]:
+        """Many plain LM calls at once, results in prompt order."""
+        ...
+
+    def rlm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
+        """A child RLM at depth+1 (a plain LM call at ``max_depth``)."""
+        ...
+
+    def rlm_query_batched(
+        self, prompts: list[Any], model: str | None = None
+    ) -> list[RLMChatCompletion]:
+        """Many child RLMs at once, results in prompt order."""
+        ...
+
+
+@dataclass
+class ToolSpec:
+    """A custom tool: a callable or a plain value, with an optional description."""
+
+    name: str
+    value: Any
+    description: str | None = None
+
+    @property
+    def is_callable(self) -> bool:
+        """True for functions, False for data values."""
+        return callable(self.value)
+
+
+def parse_tools(custom_tools: dict[str, Any] | None) -> list[ToolSpec]:
+    """Parse ``custom_tools`` (``{name: value}`` or ``{name: {"tool": v, "description": d}}``).
+
+    Raises ``ValueError`` when a name is reserved or not an identifier.
+    """
+    tools: list[ToolSpec] = []
+    for name, entry in (custom_tools or {}).items():
+        if name in RESERVED_NAMES:
+            raise ValueError(
+                f"Custom tools cannot override reserved REPL names: {name!r}. "
+                f"Reserved names: {sorted(RESERVED_NAMES)}"
+            )
+        if not name.isidentifier():
+            raise ValueError(f"Custom tool name {name!r} is not a Python identifier")
+        if isinstance(entry, dict) and "tool" in entry:
+            description = entry.get("description")
+            tools.append(
+                ToolSpec(name, entry["tool"], description if isinstance(description, str) else None)
+            )
+        else:
+            tools.append(ToolSpec(name, entry))
+    return tools
+
+
+def format_tools_for_prompt(custom_tools: dict[str, Any] | None) -> str | None:
+    """Describe custom tools for the system prompt, or ``None`` when there are none."""
+    lines = []
+    for tool in parse_tools(custom_tools):
+        if tool.description:
+            lines.append(f"- `{tool.name}`: {tool.description}")
+        elif tool.is_callable:
+            lines.append(f"- `{tool.name}`: A custom function")
+        else:
+            lines.append(f"- `{tool.name}`: A custom {type(tool.value).__name__} value")
+    return "\n".join(lines) or None
+
+
+@dataclass
+class Session:
+    """What the RLM hands an environment at :meth:`Environment.start`."""
+
+    subcalls: SubcallHandler
+    depth: int = 1
+    """Depth of the code running in this environment (the owning RLM's depth + 1)."""
+    custom_tools: list[ToolSpec] = field(default_factory=list)
+    max_concurrent_subcalls: int = 4
+    on_subcall: Callable[[str, Any, str | None, RLMChatCompletion], None] | None = None
+    """Called by the core after each sub-call (used for hooks and callbacks)."""
+
+
+class Environment(ABC):
+    """A sandbox with a persistent Python namespace that runs the root LM's cells.
+
+    Lifecycle: construct with ``environment_kwargs`` -> :meth:`start` -> any number of
+    :meth:`load_context` / :meth:`execute` / :meth:`get_variable` / :meth:`set_variable`
+    -> :meth:`close`. The REPL names inside (``context``/``context_N``, ``llm_query``,
+    ``llm_query_batched``, ``rlm_query``, ``rlm_query_batched``, ``answer``,
+    ``SHOW_VARS``, ``history``) are the same in every environment.
+    """
+
+    name: ClassVar[str] = ""
+    """The registered environment name."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    """What this environment guarantees (see the capability constants in this module)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self._context_count = 0
+        self._history_count = 0
+
+    # -- the contract -------------------------------------------------------------------
+
+    @abstractmethod
+    def start(self, session: Session) -> None:
+        """Bring the sandbox up and bind its REPL functions to ``session``."""
+
+    def rebind(self, session: Session) -> None:
+        """Point an already started environment at a new session (persistent runs)."""
+        self.start(session)
+
+    @abstractmethod
+    def load_context(self, payload: Any, index: int) -> None:
+        """Make ``payload`` available as ``context_{index}`` (and ``context`` for 0).
+
+        ``payload`` is a str, bytes, list or dict of any size the machine holds.
+        """
+
+    @abstractmethod
+    def execute(self, code: str, timeout: float | None = None) -> REPLResult:
+        """Run one cell in the persistent namespace and report what happened."""
+
+    @abstractmethod
+    def get_variable(self, name: str) -> Any:
+        """Return a namespace variable (a copy for remote sandboxes). ``KeyError`` if unset."""
+
+    @abstractmethod
+    def set_variable(self, name: str, value: Any) -> None:
+        """Bind ``name`` to ``value`` in the namespace (JSON-compatible values travel
+        everywhere; local environments accept any object)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the sandbox and free everything it holds. Safe to call twice."""
+
+    # -- behaviour shared by every environment ------------------------------------------
+
+    def extend_variable(self, name: str, items: list[Any]) -> None:
+        """Append ``items`` to the list bound to ``name`` (remote sandboxes may override
+        this to send only the new items)."""
+        value = self.get_variable(name)
+        value.extend(items)
+        self.set_variable(name, value)
+
+    def add_context(self, payload: Any, index: int | None = None) -> int:
+        """Load ``payload`` as the next ``context_N`` (or at ``index``); return N."""
+        if index is None:
+            index = self._context_count
+        self.load_context(payload, index)
+        self._context_count = max(self._context_count, index + 1)
+        return index
+
+    def get_context_count(self) -> int:
+        """How many contexts are loaded."""
+        return self._context_count
+
+    def add_history(self, messages: Messages, index: int | None = None) -> int:
+        """Store a finished conversation as ``history_N`` (``history`` aliases N=0)."""
+        if index is None:
+            index = self._history_count
+        stored = copy.deepcopy(messages)
+        self.set_variable(f"history_{index}", stored)
+        if index == 0:
+            self.set_variable("history", stored)
+        self._history_count = max(self._history_count, index + 1)
+        return index
+
+    def get_history_count(self) -> int:
+        """How many conversations are stored."""
+        return self._history_count
+
+    def __enter__(self) -> Environment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

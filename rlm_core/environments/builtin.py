@@ -1,0 +1,14 @@
+"""Built-in environments, registered in-process through the same hook as plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rlm_core.environments.local import LocalEnvironment
+from rlm_core.hookspecs import hookimpl
+
+
+@hookimpl
+def rlm_register_environments(register: Callable[..., None]) -> None:
+    """Register ``local``."""
+    register("local", LocalEnvironment)

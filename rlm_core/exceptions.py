@@ -1,0 +1,128 @@
+"""Typed errors raised by rlm-core.
+
+The four limit errors and ``CancellationError`` keep the constructor signatures and
+attributes of the reference ``rlms`` package, so ``except`` clauses written for it work.
+"""
+
+from __future__ import annotations
+
+
+class RLMError(Exception):
+    """Base class of every error rlm-core raises on purpose."""
+
+
+class LimitExceededError(RLMError):
+    """Base class of the budget errors; ``partial_answer`` is the best answer so far."""
+
+    partial_answer: str | None = None
+
+
+class BudgetExceededError(LimitExceededError):
+    """The recursion tree spent more than ``max_budget`` USD."""
+
+    def __init__(
+        self,
+        spent: float,
+        budget: float,
+        message: str | None = None,
+        partial_answer: str | None = None,
+    ) -> None:
+        self.spent = spent
+        self.budget = budget
+        self.partial_answer = partial_answer
+        super().__init__(message or f"Budget exceeded: spent ${spent:.6f} of ${budget:.6f} budget")
+
+
+class TimeoutExceededError(LimitExceededError):
+    """The completion ran longer than ``max_timeout`` seconds."""
+
+    def __init__(
+        self,
+        elapsed: float,
+        timeout: float,
+        partial_answer: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.elapsed = elapsed
+        self.timeout = timeout
+        self.partial_answer = partial_answer
+        super().__init__(message or f"Timeout exceeded: {elapsed:.1f}s of {timeout:.1f}s limit")
+
+
+class TokenLimitExceededError(LimitExceededError):
+    """The recursion tree used more than ``max_tokens`` tokens (input + output)."""
+
+    def __init__(
+        self,
+        tokens_used: int,
+        token_limit: int,
+        partial_answer: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.tokens_used = tokens_used
+        self.token_limit = token_limit
+        self.partial_answer = partial_answer
+        super().__init__(
+            message or f"Token limit exceeded: {tokens_used:,} of {token_limit:,} tokens"
+        )
+
+
+class ErrorThresholdExceededError(LimitExceededError):
+    """``max_errors`` iterations in a row had a failing cell."""
+
+    def __init__(
+        self,
+        error_count: int,
+        threshold: int,
+        last_error: str | None = None,
+        partial_answer: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.error_count = error_count
+        self.threshold = threshold
+        self.last_error = last_error
+        self.partial_answer = partial_answer
+        super().__init__(
+            message
+            or f"Error threshold exceeded: {error_count} consecutive errors (limit: {threshold})"
+        )
+
+
+class CancellationError(RLMError):
+    """The run was interrupted (Ctrl+C)."""
+
+    def __init__(self, partial_answer: str | None = None, message: str | None = None) -> None:
+        self.partial_answer = partial_answer
+        super().__init__(message or "Execution cancelled by user")
+
+
+class PluginError(RLMError, ValueError):
+    """A plugin is missing, misbehaves or is not allowed to load."""
+
+
+class UnknownEnvironmentError(PluginError):
+    """No installed plugin provides the environment name that was asked for."""
+
+
+class UnknownBackendError(PluginError):
+    """No installed plugin provides the backend name that was asked for."""
+
+
+class BackendError(RLMError):
+    """An LM backend call failed for good (after retries)."""
+
+
+class MissingAPIKeyError(BackendError):
+    """A backend needs an API key and none was given or found in the environment."""
+
+
+class ScriptExhaustedError(BackendError):
+    """The scripted test LM was asked for more replies than its script holds."""
+
+
+class SandboxError(RLMError):
+    """Base class of failures of an environment (the sandbox a cell runs in)."""
+
+
+class CellRejectedError(RLMError):
+    """Raised by an ``rlm_before_cell`` hook to stop a cell from running."""

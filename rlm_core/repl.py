@@ -1,0 +1,299 @@
+"""The REPL namespace cells run in, shared by every environment that runs Python itself.
+
+It needs only the standard library (the in-sandbox agent imports it too). It owns the REPL
+names (``context``/``context_N``, ``llm_query``, ``llm_query_batched``, ``rlm_query``,
+``rlm_query_batched``, ``answer``, ``SHOW_VARS``, ``history``), per-cell output capture
+that is safe when several namespaces run cells in different threads at once, and the
+bookkeeping of which sub-calls a cell made and whether it submitted an answer.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import itertools
+import linecache
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from rlm_core.environments.base import RESERVED_NAMES, SubcallHandler, ToolSpec
+from rlm_core.types import REPLResult, RLMChatCompletion
+
+MAX_CAPTURED_CHARS = 1_000_000
+"""Per-stream cap on what one cell's stdout/stderr keeps in memory."""
+
+_SCAFFOLD_FUNCTIONS = ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched")
+_cell_ids = itertools.count(1)
+
+
+# -- output capture ---------------------------------------------------------------------
+
+
+class _BoundedBuffer:
+    """A text sink that keeps the first ``limit`` characters and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self._buf = io.StringIO()
+        self._limit = limit
+        self._kept = 0
+        self._dropped = 0
+
+    def write(self, text: str) -> int:
+        room = self._limit - self._kept
+        if room > 0:
+            piece = text[:room]
+            self._buf.write(piece)
+            self._kept += len(piece)
+            self._dropped += len(text) - len(piece)
+        else:
+            self._dropped += len(text)
+        return len(text)
+
+    def getvalue(self) -> str:
+        value = self._buf.getvalue()
+        if self._dropped:
+            value += f"\n... [output capped: {self._dropped:,} more characters not kept]"
+        return value
+
+
+_route = threading.local()
+
+
+class _RoutingStream:
+    """Stands in for ``sys.stdout``/``sys.stderr``: writes from a thread that is running a
+    cell go to that cell's buffer, everything else to the stream it replaced."""
+
+    def __init__(self, fallback: TextIO, which: str) -> None:
+        self._fallback = fallback
+        self._which = which
+
+    def _target(self) -> Any:
+        buf = getattr(_route, self._which, None)
+        return self._fallback if buf is None else buf
+
+    def write(self, text: str) -> int:
+        return int(self._target().write(text))
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        target = self._target()
+        if target is self._fallback:
+            self._fallback.flush()
+
+    def isatty(self) -> bool:
+        return False if getattr(_route, self._which, None) is not None else self._fallback.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fallback, name)
+
+
+_install_lock = threading.Lock()
+
+
+def _ensure_routing() -> None:
+    with _install_lock:
+        if not isinstance(sys.stdout, _RoutingStream):
+            sys.stdout = _RoutingStream(sys.stdout, "stdout")
+        if not isinstance(sys.stderr, _RoutingStream):
+            sys.stderr = _RoutingStream(sys.stderr, "stderr")
+
+
+@contextmanager
+def capture_output(
+    limit: int = MAX_CAPTURED_CHARS,
+) -> Iterator[tuple[_BoundedBuffer, _BoundedBuffer]]:
+    """Capture what the current thread prints, without touching other threads' output."""
+    _ensure_routing()
+    out, err = _BoundedBuffer(limit), _BoundedBuffer(limit)
+    saved = getattr(_route, "stdout", None), getattr(_route, "stderr", None)
+    _route.stdout, _route.stderr = out, err
+    try:
+        yield out, err
+    finally:
+        _route.stdout, _route.stderr = saved
+
+
+# -- the namespace ----------------------------------------------------------------------
+
+
+def _no_input(*_args: Any, **_kwargs: Any) -> str:
+    raise RuntimeError("input() is not available in the REPL: there is no one to type")
+
+
+def _describe(value: Any) -> str:
+    return type(value).__name__
+
+
+class REPLNamespace:
+    """A persistent Python namespace with the RLM REPL names bound to a sub-call handler."""
+
+    def __init__(self, subcalls: SubcallHandler | None = None) -> None:
+        safe_builtins = dict(vars(builtins))
+        safe_builtins["input"] = _no_input
+        self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": safe_builtins}
+        self._pinned: dict[str, Any] = {}
+        self._tool_names: set[str] = set()
+        self._calls: list[RLMChatCompletion] = []
+        self._calls_lock = threading.Lock()
+        self._subcalls: SubcallHandler | None = None
+        self.ns["answer"] = {"content": "", "ready": False}
+        self.ns["SHOW_VARS"] = self.show_vars
+        self.bind(subcalls)
+
+    # -- binding ------------------------------------------------------------------------
+
+    def bind(self, subcalls: SubcallHandler | None) -> None:
+        """Route ``llm_query`` and friends to ``subcalls`` (``None``: they return errors)."""
+        self._subcalls = subcalls
+        self._restore_scaffold()
+
+    def install_tools(self, tools: list[ToolSpec]) -> None:
+        """Make custom tools (functions and values) available under their names."""
+        for tool in tools:
+            self.ns[tool.name] = tool.value
+            self._tool_names.add(tool.name)
+
+    def _record(self, completions: list[RLMChatCompletion]) -> None:
+        with self._calls_lock:
+            self._calls.extend(completions)
+
+    @staticmethod
+    def _text(completion: RLMChatCompletion) -> str:
+        if completion.error is not None:
+            return completion.response or f"Error: {completion.error}"
+        return completion.response
+
+    def _handler(self) -> SubcallHandler:
+        if self._subcalls is None:
+            raise RuntimeError("no LM is connected to this REPL")
+        return self._subcalls
+
+    def llm_query(self, prompt: Any, model: str | None = None) -> str:
+        """One plain sub-LM call; returns the reply text (``"Error: ..."`` on failure)."""
+        completion = self._handler().llm_query(prompt, model)
+        self._record([completion])
+        return self._text(completion)
+
+    def llm_query_batched(self, prompts: list[Any], model: str | None = None) -> list[str]:
+        """Concurrent plain sub-LM calls; replies in prompt order."""
+        completions = self._handler().llm_query_batched(list(prompts), model)
+        self._record(completions)
+        return [self._text(c) for c in completions]
+
+    def rlm_query(self, prompt: Any, model: str | None = None) -> str:
+        """A child RLM (or a plain LM call at max depth); returns its answer."""
+        completion = self._handler().rlm_query(prompt, model)
+        self._record([completion])
+        return self._text(completion)
+
+    def rlm_query_batched(self, prompts: list[Any], model: str | None = None) -> list[str]:
+        """Concurrent child RLMs; answers in prompt order."""
+        completions = self._handler().rlm_query_batched(list(prompts), model)
+        self._record(completions)
+        return [self._text(c) for c in completions]
+
+    def show_vars(self) -> str:
+        """``SHOW_VARS()``: the user's variables and their types."""
+        available = {name: _describe(value) for name, value in self.user_variables().items()}
+        if not available:
+            return "No variables created yet. Use ```repl``` blocks to create variables."
+        return f"Available variables: {available}"
+
+    def user_variables(self) -> dict[str, Any]:
+        """Variables the model can work with (no scaffold, no private names, no tools)."""
+        hidden = {"__builtins__", "answer", "SHOW_VARS", *_SCAFFOLD_FUNCTIONS}
+        return {
+            k: v
+            for k, v in self.ns.items()
+            if not k.startswith("_")
+            and k not in hidden
+            and not (k in self._tool_names and callable(v))
+        }
+
+    # -- variables ----------------------------------------------------------------------
+
+    def set(self, name: str, value: Any) -> None:
+        """Bind a variable; reserved names (``context``, ``history``) are pinned, so a cell
+        that rebinds them gets them back after it ends."""
+        self.ns[name] = value
+        if name in RESERVED_NAMES:
+            self._pinned[name] = value
+
+    def get(self, name: str) -> Any:
+        """Return a variable; ``KeyError`` if it is not set."""
+        if name not in self.ns:
+            raise KeyError(name)
+        return self.ns[name]
+
+    def load_context(self, payload: Any, index: int) -> None:
+        """Bind ``context_{index}`` (and ``context`` for index 0)."""
+        self.ns[f"context_{index}"] = payload
+        if index == 0:
+            self.set("context", payload)
+
+    def _restore_scaffold(self) -> None:
+        for name in _SCAFFOLD_FUNCTIONS:
+            self.ns[name] = getattr(self, name)
+        self.ns["SHOW_VARS"] = self.show_vars
+        if not isinstance(self.ns.get("answer"), dict):
+            self.ns["answer"] = {"content": "", "ready": False}
+        for name, value in self._pinned.items():
+            self.ns[name] = value
+
+    # -- running cells ------------------------------------------------------------------
+
+    def run(self, code: str) -> REPLResult:
+        """Execute ``code`` in the namespace and report output, errors, calls and answer."""
+        with self._calls_lock:
+            self._calls = []
+        start = time.perf_counter()
+        error: str | None = None
+        filename = f"<cell-{next(_cell_ids)}>"
+        with capture_output() as (out, err):
+            try:
+                compiled = compile(code, filename, "exec")
+                linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+                exec(compiled, self.ns)
+            except SystemExit as exc:
+                error = f"SystemExit: {exc.code}"
+                err.write(f"{error} (the cell called sys.exit; the REPL keeps running)\n")
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                tb = exc.__traceback__
+                # Drop this function's own frame so the traceback starts in the cell.
+                if tb is not None and tb.tb_frame.f_code is REPLNamespace.run.__code__:
+                    tb = tb.tb_next
+                err.write("".join(traceback.format_exception(type(exc), exc, tb)))
+            finally:
+                linecache.cache.pop(filename, None)
+        self._restore_scaffold()
+        answer = self.ns.get("answer")
+        final = None
+        if isinstance(answer, dict) and answer.get("ready"):
+            final = str(answer.get("content", ""))
+        with self._calls_lock:
+            calls, self._calls = self._calls, []
+        return REPLResult(
+            stdout=out.getvalue(),
+            stderr=err.getvalue(),
+            locals={k: _describe(v) for k, v in self.user_variables().items()},
+            execution_time=time.perf_counter() - start,
+            rlm_calls=calls,
+            final_answer=final,
+            error=error,
+        )
+
+    def clear(self) -> None:
+        """Drop every variable (used on close)."""
+        self.ns.clear()
+        self._pinned.clear()

@@ -1,0 +1,287 @@
+"""Result and record types shared by the RLM loop, environments, backends and logs.
+
+Field names and ``to_dict`` shapes match the reference ``rlms`` package so that code and
+log readers written for it keep working.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+Prompt = str | list[dict[str, Any]] | dict[str, Any]
+"""What a completion accepts: a string, a list of chat messages, or a dict/list context."""
+
+Messages = list[dict[str, Any]]
+"""A chat transcript: ``[{"role": ..., "content": ...}, ...]``."""
+
+
+def serialize_value(value: Any) -> Any:
+    """Return a JSON-compatible rendering of ``value`` for logs."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, ModuleType):
+        return f"<module '{value.__name__}'>"
+    if isinstance(value, list | tuple):
+        return [serialize_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): serialize_value(v) for k, v in value.items()}
+    if callable(value):
+        return f"<{type(value).__name__} '{getattr(value, '__name__', repr(value))}'>"
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+@dataclass
+class ModelUsageSummary:
+    """Calls, tokens and cost spent on one model."""
+
+    total_calls: int = 0
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+    total_cost: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise in the ``rlms`` shape (``total_cost`` only when known)."""
+        out: dict[str, Any] = {
+            "total_calls": self.total_calls,
+            "total_input_tokens": self.total_input_tokens,
+            "total_output_tokens": self.total_output_tokens,
+        }
+        if self.total_cost is not None:
+            out["total_cost"] = self.total_cost
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelUsageSummary:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            total_calls=int(data.get("total_calls", 0)),
+            total_input_tokens=int(data.get("total_input_tokens", 0)),
+            total_output_tokens=int(data.get("total_output_tokens", 0)),
+            total_cost=data.get("total_cost"),
+        )
+
+
+@dataclass
+class UsageSummary:
+    """Usage per model name."""
+
+    model_usage_summaries: dict[str, ModelUsageSummary] = field(default_factory=dict)
+
+    @property
+    def total_cost(self) -> float | None:
+        """Sum of known costs in USD, or ``None`` when no backend reported a cost."""
+        costs = [
+            s.total_cost for s in self.model_usage_summaries.values() if s.total_cost is not None
+        ]
+        return sum(costs) if costs else None
+
+    @property
+    def total_input_tokens(self) -> int:
+        """Prompt tokens over all models."""
+        return sum(s.total_input_tokens for s in self.model_usage_summaries.values())
+
+    @property
+    def total_output_tokens(self) -> int:
+        """Completion tokens over all models."""
+        return sum(s.total_output_tokens for s in self.model_usage_summaries.values())
+
+    @property
+    def total_calls(self) -> int:
+        """LM calls over all models."""
+        return sum(s.total_calls for s in self.model_usage_summaries.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise in the ``rlms`` shape."""
+        out: dict[str, Any] = {
+            "model_usage_summaries": {m: s.to_dict() for m, s in self.model_usage_summaries.items()}
+        }
+        if self.total_cost is not None:
+            out["total_cost"] = self.total_cost
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UsageSummary:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            {
+                m: ModelUsageSummary.from_dict(s)
+                for m, s in data.get("model_usage_summaries", {}).items()
+            }
+        )
+
+
+@dataclass
+class RLMChatCompletion:
+    """The result of ``RLM.completion`` and the record of every sub-LM call."""
+
+    root_model: str
+    prompt: Any
+    response: str
+    usage_summary: UsageSummary
+    execution_time: float
+    metadata: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise in the ``rlms`` shape (``metadata``/``error`` only when set)."""
+        out: dict[str, Any] = {
+            "root_model": self.root_model,
+            "prompt": self.prompt,
+            "response": self.response,
+            "usage_summary": self.usage_summary.to_dict(),
+            "execution_time": self.execution_time,
+        }
+        if self.metadata is not None:
+            out["metadata"] = self.metadata
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RLMChatCompletion:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            root_model=data.get("root_model", ""),
+            prompt=data.get("prompt"),
+            response=data.get("response", ""),
+            usage_summary=UsageSummary.from_dict(data.get("usage_summary") or {}),
+            execution_time=float(data.get("execution_time", 0.0)),
+            metadata=data.get("metadata"),
+            error=data.get("error"),
+        )
+
+
+@dataclass
+class REPLResult:
+    """What one executed cell produced.
+
+    ``stderr`` carries the traceback text when the cell raised; ``error`` is a one-line
+    summary (``"ZeroDivisionError: division by zero"``) or ``None`` on success.
+    ``locals`` maps each user variable to a short type description (remote environments
+    cannot ship the objects themselves). ``final_answer`` is set when the cell set
+    ``answer["ready"] = True``.
+    """
+
+    stdout: str = ""
+    stderr: str = ""
+    locals: dict[str, Any] = field(default_factory=dict)
+    execution_time: float = 0.0
+    rlm_calls: list[RLMChatCompletion] = field(default_factory=list)
+    final_answer: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise in the ``rlms`` log shape (plus ``error``)."""
+        return {
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "locals": {k: serialize_value(v) for k, v in self.locals.items()},
+            "execution_time": self.execution_time,
+            "rlm_calls": [c.to_dict() for c in self.rlm_calls],
+            "final_answer": self.final_answer,
+            "error": self.error,
+        }
+
+
+@dataclass
+class CodeBlock:
+    """One ```` ```repl ```` block of a root-LM reply and its result."""
+
+    code: str
+    result: REPLResult
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise in the ``rlms`` log shape."""
+        return {"code": self.code, "result": self.result.to_dict()}
+
+
+@dataclass
+class RLMIteration:
+    """One turn of the loop: the prompt, the root LM's reply and the cells it ran."""
+
+    prompt: Any
+    response: str
+    code_blocks: list[CodeBlock]
+    final_answer: str | None = None
+    iteration_time: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise in the ``rlms`` log shape."""
+        return {
+            "prompt": self.prompt,
+            "response": self.response,
+            "code_blocks": [b.to_dict() for b in self.code_blocks],
+            "final_answer": self.final_answer,
+            "iteration_time": self.iteration_time,
+        }
+
+
+@dataclass
+class RLMMetadata:
+    """The configuration of a run, logged once at its start."""
+
+    root_model: str
+    max_depth: int
+    max_iterations: int
+    backend: str
+    backend_kwargs: dict[str, Any]
+    environment_type: str
+    environment_kwargs: dict[str, Any]
+    other_backends: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise in the ``rlms`` log shape."""
+        return {
+            "root_model": self.root_model,
+            "max_depth": self.max_depth,
+            "max_iterations": self.max_iterations,
+            "backend": self.backend,
+            "backend_kwargs": {k: serialize_value(v) for k, v in self.backend_kwargs.items()},
+            "environment_type": self.environment_type,
+            "environment_kwargs": {
+                k: serialize_value(v) for k, v in self.environment_kwargs.items()
+            },
+            "other_backends": self.other_backends,
+        }
+
+
+def _length_of(chunk: Any) -> int:
+    if isinstance(chunk, str):
+        return len(chunk)
+    try:
+        return len(json.dumps(chunk, default=str))
+    except (TypeError, ValueError):
+        return len(repr(chunk))
+
+
+@dataclass
+class QueryMetadata:
+    """Type and size of a context, shown to the root LM instead of the context itself."""
+
+    context_lengths: list[int]
+    context_total_length: int
+    context_type: str
+
+    @classmethod
+    def of(cls, context: Any) -> QueryMetadata:
+        """Describe ``context`` (str, bytes, dict, list or any JSON-able value)."""
+        if isinstance(context, str | bytes):
+            lengths = [len(context)]
+        elif isinstance(context, dict):
+            lengths = [_length_of(v) for v in context.values()] or [0]
+        elif isinstance(context, list):
+            if not context:
+                lengths = [0]
+            elif isinstance(context[0], dict) and "content" in context[0]:
+                lengths = [len(str(c.get("content", ""))) for c in context]
+            else:
+                lengths = [_length_of(c) for c in context]
+        else:
+            lengths = [_length_of(context)]
+        return cls(lengths, sum(lengths), type(context).__name__)

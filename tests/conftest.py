@@ -1,0 +1,3 @@
+"""Shared fixtures for the core test suite."""
+
+from __future__ import annotations
