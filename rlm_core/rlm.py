@@ -500,7 +500,7 @@ class RLM:
 
     def _root_call(self, messages: Messages, run: _Run) -> str:
         run.ledger.check(self._best_partial_answer)
-        reply = run.backends.default.complete(messages, self._model_override)
+        reply = run.backends.default.complete(list(messages), self._model_override)
         run.ledger.record(reply.model, reply.usage)
         return reply.text
 
