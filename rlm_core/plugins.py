@@ -163,13 +163,18 @@ class PluginRegistry:
         eps = metadata.entry_points(group=group)
         return [ep for ep in eps if name is None or ep.name == name]
 
+    @staticmethod
+    def is_allowed(ep: metadata.EntryPoint) -> bool:
+        """Whether ``RLM_LOAD_PLUGINS`` lets this entry point load."""
+        allowed = _allow_list()
+        return allowed is None or ep.name in allowed or _dist_of(ep)[0] in allowed
+
     def _load_entry_point(self, group: str, ep: metadata.EntryPoint) -> None:
         key = (group, ep.name)
         if key in self._loaded_entry_points:
             return
         dist, version = _dist_of(ep)
-        allowed = _allow_list()
-        if allowed is not None and ep.name not in allowed and (dist not in allowed):
+        if not self.is_allowed(ep):
             raise PluginError(
                 f"{self._groups[group].kind} plugin {ep.name!r} (from {dist or 'unknown'}) "
                 f"is installed but not allowed by {ALLOW_LIST_VAR}="
@@ -217,7 +222,7 @@ class PluginRegistry:
     def _all(self, group_name: str) -> list[Registration]:
         with self._lock:
             for ep in self._entry_points(group_name):
-                if ep.name not in self._groups[group_name].entries:
+                if ep.name not in self._groups[group_name].entries and self.is_allowed(ep):
                     self._load_entry_point(group_name, ep)
             return sorted(self._groups[group_name].entries.values(), key=lambda r: r.name)
 
@@ -232,7 +237,8 @@ class PluginRegistry:
         return self._lookup(BACKEND_GROUP, name)
 
     def environments(self) -> list[Registration]:
-        """Every environment: built-ins plus every allowed installed entry point."""
+        """Every environment: built-ins plus every installed entry point that
+        ``RLM_LOAD_PLUGINS`` allows (the others are skipped, not loaded)."""
         return self._all(ENVIRONMENT_GROUP)
 
     def backends(self) -> list[Registration]:

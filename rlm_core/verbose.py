@@ -20,7 +20,7 @@ class VerbosePrinter:
 
     def _out(self, text: str) -> None:
         if self.enabled:
-            stream = self._stream or sys.__stdout__ or sys.stdout
+            stream = self._stream or sys.stdout
             stream.write(text + "\n")
             stream.flush()
 

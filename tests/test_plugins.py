@@ -164,6 +164,23 @@ def test_allow_list_blocks_plugins_not_named(plugin_path: Path) -> None:
     assert by_dist.stdout.strip() == "loaded"
 
 
+def test_listing_skips_plugins_the_allow_list_excludes(plugin_path: Path) -> None:
+    proc = run_python(
+        """
+        import os
+        from rlm_core.plugins import get_registry
+        print(sorted(r.name for r in get_registry().environments()))
+        print(sorted(os.listdir(os.environ["MARKER_DIR"])))
+        """,
+        plugin_path,
+        RLM_LOAD_PLUGINS="slowprov",
+    )
+    assert proc.returncode == 0, proc.stderr
+    names, markers = proc.stdout.strip().splitlines()
+    assert "'slowprov'" in names and "fakeprov" not in names
+    assert markers == "['slowprov']"
+
+
 def test_entry_point_backends_load_by_name(plugin_path: Path) -> None:
     proc = run_python(
         """

@@ -30,6 +30,7 @@ SEED = 1884
 YEARS: tuple[int, ...] = (1884, 1885, 1886, 1887)
 STORM_HEADINGS: tuple[str, ...] = ("STORM", "Storm", "GALE", "Gale", "TEMPEST", "Tempest")
 """Headings that mark a storm entry; the question counts exactly these (any case)."""
+STORM_UPPER = frozenset(h.upper() for h in STORM_HEADINGS)
 
 ANSWER_TEMPLATE = "{station} recorded the most storms: {count}."
 """How the demo phrases the answer."""
@@ -147,9 +148,6 @@ def count_storms(text: str) -> dict[str, int]:
         if entry and station is not None and entry["heading"].strip().upper() in STORM_UPPER:
             counts[station] += 1
     return dict(counts)
-
-
-STORM_UPPER = frozenset(h.upper() for h in STORM_HEADINGS)
 
 
 # -- entry text -------------------------------------------------------------------------
@@ -384,7 +382,8 @@ def expected_answer() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the document (or ``--check`` the bundled one) and print the true answer."""
     parser = argparse.ArgumentParser(
-        prog="python -m rlm_core.demo.make_document", description=__doc__.splitlines()[0]
+        prog="python -m rlm_core.demo.make_document",
+        description="Write lighthouse_logs.txt and print the true answer to the demo question.",
     )
     parser.add_argument("--output", type=Path, default=document_path(), help="file to write")
     parser.add_argument(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
@@ -156,7 +156,9 @@ def load_document() -> str:
     return resources.files("rlm_core.demo").joinpath(DOCUMENT_NAME).read_text(encoding="utf-8")
 
 
-def _choose_backend(backend: str | None) -> str:
+def choose_backend(backend: str | None) -> str:
+    """``backend``, or for ``None``: ``"openai"`` if an OpenAI key or base URL is set, else
+    ``"scripted"``."""
     if backend is not None:
         return backend
     if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
@@ -173,7 +175,7 @@ def _indent(text: str, max_lines: int, prefix: str = "    ") -> str:
 
 
 def _short(text: str, limit: int = 160) -> str:
-    flat = " ".join(str(text).split())
+    flat = " | ".join(" ".join(line.split()) for line in str(text).splitlines() if line.strip())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
@@ -196,7 +198,7 @@ def _print_trajectory(result: RLMChatCompletion, out: TextIO) -> int | None:
             calls = res.get("rlm_calls") or []
             sub_calls += len(calls)
             print("  code:", file=out)
-            print(_indent(str(block.get("code", "")), 14), file=out)
+            print(_indent(str(block.get("code", "")), 40), file=out)
             print("  output:", file=out)
             print(_indent(str(res.get("stdout", "")), 10), file=out)
             if res.get("error"):
@@ -204,7 +206,8 @@ def _print_trajectory(result: RLMChatCompletion, out: TextIO) -> int | None:
             if calls:
                 first = calls[0] if isinstance(calls[0], dict) else {}
                 print(f"  sub-LM calls in this cell: {len(calls)}; the first one:", file=out)
-                print(f"    prompt:   {_short(str(first.get('prompt', '')))}", file=out)
+                prompt = str(first.get("prompt", ""))
+                print(f"    prompt:   ({len(prompt):,} chars) {_short(prompt)}", file=out)
                 print(f"    response: {_short(str(first.get('response', '')))}", file=out)
     return sub_calls
 
@@ -243,7 +246,7 @@ def run_demo(
     """
     from rlm_core.rlm import RLM
 
-    chosen = _choose_backend(backend)
+    chosen = choose_backend(backend)
     scripted = chosen == "scripted"
     document = load_document()
     truth = expected_answer()
@@ -274,11 +277,15 @@ def run_demo(
             backend_kwargs["base_url"] = base_url
         where = f" at {base_url}" if base_url and chosen == "openai" else ""
         print(f"Using backend {chosen!r} with the real model {model_name}{where}.", file=out)
-        print("  This makes paid API calls; the model writes its own code.", file=out)
+        print(
+            "  Every root turn and sub-call is a real API call (billed by hosted providers);\n"
+            "  the model writes its own code, so runs differ.",
+            file=out,
+        )
         max_iterations = 20
 
     headers = sum(1 for line in document.splitlines() if line.startswith("==== LOGBOOK: "))
-    print(f"\nQuestion: {QUESTION}", file=out)
+    print("\n" + textwrap.fill(f"Question: {QUESTION}", width=88), file=out)
     print(
         f"Context: {DOCUMENT_NAME}, {len(document):,} characters, {headers} logbooks. "
         "It is loaded as\n  the REPL variable `context`; the root LM sees only its size and "
@@ -286,23 +293,28 @@ def run_demo(
         file=out,
     )
 
+    def progress(depth: int, number: int, seconds: float) -> None:
+        if depth == 0:
+            print(f"  ... iteration {number} finished in {seconds:.1f}s", file=out, flush=True)
+
     rlm = RLM(
-        backend=chosen,  # type: ignore[arg-type]
+        backend=chosen,
         backend_kwargs=backend_kwargs,
-        environment=environment,  # type: ignore[arg-type]
+        environment=environment,
         max_depth=1,
         max_iterations=max_iterations,
         logger=RLMLogger(),
         verbose=False,
+        on_iteration_complete=None if scripted else progress,
     )
-    started = time.perf_counter()
+    if not scripted:
+        print("\nRunning...", file=out, flush=True)
     try:
         result = rlm.completion(document, root_prompt=QUESTION)
     finally:
         close = getattr(rlm, "close", None)
         if callable(close):
             close()
-    elapsed = time.perf_counter() - started
 
     sub_calls = _print_trajectory(result, out)
     print("\n=== result ===", file=out)
@@ -319,7 +331,7 @@ def run_demo(
         print(f"Expected answer: {truth}  ({verdict}; computed by the generator)", file=out)
     else:
         print(f"Expected answer: {truth}  (computed by the generator, for comparison)", file=out)
-    print(f"Time: {elapsed:.2f}s", file=out)
+    print(f"Time: {result.execution_time:.2f}s", file=out)
     print("Usage:", file=out)
     _print_usage(result, out, scripted)
     return result

@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv from PyPI on first use (python3 >= 3.11 with venv is all they need).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the demo: a real RLM run over a bundled long document (scripted LM without OPENAI_API_KEY).
+demo: $(STAMP)
+	$(BIN)/rlm demo
+
+## Lint, type-check and run the test suite.
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check rlm_core tests
+	$(BIN)/ruff format --check rlm_core tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict rlm_core
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
