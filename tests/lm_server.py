@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -217,7 +218,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128
     owner: LMServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore clients that hung up (timeouts, closed pools); report anything else."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
 
 class LMServer:

@@ -301,3 +301,33 @@ def test_sub_lm_failure_is_an_error_string_in_the_cell_not_a_crash() -> None:
     result = RLM(backend="scripted", backend_kwargs={"responses": script}).completion("c")
     assert result.response.startswith("Error: LM query failed")
     assert "provider exploded" in result.response
+
+
+def test_child_cell_output_does_not_leak_into_the_parent_cell() -> None:
+    seen: list[str] = []
+
+    def root(messages: Messages) -> str:
+        seen.extend(m["content"] for m in messages if m["role"] == "user")
+        turn = sum(1 for m in messages if m["role"] == "assistant")
+        if messages[1]["content"].startswith("Your context is a str of 3 total"):
+            return repl("print('CHILD-PRINT')\nanswer['content'] = 'c'\nanswer['ready'] = True")
+        if turn == 0:
+            return repl("print('PARENT-BEFORE')\nr = rlm_query('kid')\nprint('PARENT-AFTER', r)")
+        return finish("done")
+
+    rlm = RLM(backend="scripted", backend_kwargs={"responses": Script(root)}, max_depth=2)
+    assert rlm.completion("parent context").response == "done"
+    parent_feedback = next(s for s in seen if "PARENT-BEFORE" in s)
+    assert "PARENT-AFTER c" in parent_feedback
+    assert "CHILD-PRINT" not in parent_feedback
+
+
+def test_keyboard_interrupt_becomes_cancellation_with_partial_answer() -> None:
+    from rlm_core import CancellationError
+
+    script = Script([repl("x = 1"), repl("raise KeyboardInterrupt")])
+    rlm = RLM(backend="scripted", backend_kwargs={"responses": script})
+    with pytest.raises(CancellationError) as info:
+        rlm.completion("c")
+    # The best answer so far is the reply of the last turn that completed.
+    assert info.value.partial_answer is not None and "x = 1" in info.value.partial_answer

@@ -13,10 +13,12 @@ here on HTTP 408/429/5xx, connection errors and timeouts, with exponential backo
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -127,7 +129,7 @@ class UsageWarning:
         self._lock = threading.Lock()
         self._warned = False
 
-    def __call__(self, backend: str, where: str) -> None:
+    def __call__(self, where: str) -> None:
         """Log the warning unless this backend already did."""
         with self._lock:
             if self._warned:
@@ -165,6 +167,33 @@ def merge_extra_body(
     if user:
         merged.update(user)
     return merged
+
+
+def accepted_params(method: Callable[..., Any]) -> frozenset[str] | None:
+    """Keyword parameters an SDK method declares (``None``: it takes any keyword)."""
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params)
+
+
+def split_known(
+    args: dict[str, Any], known: frozenset[str] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``args`` into those the SDK method takes and the rest (sent via ``extra_body``).
+
+    SDK releases drop or lag behind request parameters (``temperature``, ``top_k``, ...);
+    unknown ones still reach the server as top-level JSON fields this way.
+    """
+    if known is None:
+        return dict(args), {}
+    return (
+        {k: v for k, v in args.items() if k in known},
+        {k: v for k, v in args.items() if k not in known},
+    )
 
 
 def extract_cost(usage: Any) -> float | None:
@@ -257,6 +286,7 @@ class OpenAIBackend(Backend):
         self._client: OpenAI = self._create_client(sdk, api_key, base_url, dict(client_kwargs))
         self.base_url: str = str(self._client.base_url)
         """The URL requests go to (as the SDK resolved it)."""
+        self._create_params = accepted_params(self._client.chat.completions.create)
 
     # -- configuration hooks (overridden by the presets) -------------------------------------
 
@@ -327,12 +357,11 @@ class OpenAIBackend(Backend):
             raise BackendError(
                 f"backend {self.name!r} needs a model: pass backend_kwargs={{'model_name': ...}}"
             )
-        request: dict[str, Any] = {
-            "model": used_model,
-            "messages": messages,
-            **normalize_sampling_args(self.sampling_args),
-        }
-        extra_body = merge_extra_body({}, self.sampling_args)
+        known, unknown = split_known(
+            normalize_sampling_args(self.sampling_args), self._create_params
+        )
+        request: dict[str, Any] = {"model": used_model, "messages": messages, **known}
+        extra_body = merge_extra_body(unknown, self.sampling_args)
         if extra_body:
             request["extra_body"] = extra_body
         where = self._where(used_model)
@@ -357,8 +386,7 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{where}: the reply body is not valid JSON ({exc})") from exc
         except TypeError as exc:
             raise BackendError(
-                f"{where}: the request was rejected by the SDK ({exc}); pass provider-specific "
-                "parameters in sampling_args={'extra_body': {...}}"
+                f"{where}: the SDK rejected the request arguments ({exc}); check sampling_args"
             ) from exc
         except self._api_error as exc:
             raise BackendError(
@@ -382,7 +410,7 @@ class OpenAIBackend(Backend):
             content = refusal
         usage = getattr(response, "usage", None)
         if usage is None:
-            self._warn_no_usage(self.name, where)
+            self._warn_no_usage(where)
             return LMResponse(_message_text(content), model, LMUsage(0, 0, None))
         return LMResponse(
             _message_text(content),
