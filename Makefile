@@ -5,13 +5,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The root is the workspace root: every plugin and the conformance suite are installed
+# editable next to the core, one plain `pip install -e` each.
+MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject.toml))
 
 .PHONY: demo test lint typecheck pytest clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(MEMBERS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(addprefix -e ,$(MEMBERS))
 	touch $(STAMP)
 
 ## Run the demo: a real RLM run over a bundled long document (scripted LM without OPENAI_API_KEY).
