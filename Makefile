@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # editable next to the core, one plain `pip install -e` each.
 MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject.toml))
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest proto check-proto clean
 
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(MEMBERS))
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,14 @@ demo: $(STAMP)
 	$(BIN)/rlm demo
 
 ## Lint, type-check and run the test suite.
-test: lint typecheck pytest
+test: lint typecheck check-proto pytest
+
+## Regenerate rlm_core/_proto from proto/rlm/v1/*.proto.
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+check-proto: $(STAMP)
+	$(BIN)/python proto/generate.py --check
 
 lint: $(STAMP)
 	$(BIN)/ruff check rlm_core tests
