@@ -126,3 +126,23 @@ class SandboxError(RLMError):
 
 class CellRejectedError(RLMError):
     """Raised by an ``rlm_before_cell`` hook to stop a cell from running."""
+
+
+class SandboxCrashedError(SandboxError):
+    """The sandbox (its agent) died; ``exit_status`` is its exit code, or ``-N`` for a
+    signal N, or ``None`` when the provider cannot tell."""
+
+    def __init__(self, message: str, exit_status: int | None = None) -> None:
+        self.exit_status = exit_status
+        super().__init__(message)
+
+
+class SandboxRestartedError(SandboxError):
+    """A cell ignored its timeout interrupt, so the sandbox was killed and started again.
+
+    Every variable the cells had made is lost; the contexts were loaded again.
+    """
+
+
+class ProtocolMismatchError(SandboxError):
+    """Host and agent speak different versions of the bridge protocol."""

@@ -250,8 +250,12 @@ class REPLNamespace:
 
     # -- running cells ------------------------------------------------------------------
 
-    def run(self, code: str) -> REPLResult:
-        """Execute ``code`` in the namespace and report output, errors, calls and answer."""
+    def run(self, code: str, *, reraise_interrupt: bool = True) -> REPLResult:
+        """Execute ``code`` in the namespace and report output, errors, calls and answer.
+
+        ``KeyboardInterrupt`` propagates (so Ctrl+C stops an in-process run) unless
+        ``reraise_interrupt`` is false, when it is reported like any other exception.
+        """
         with self._calls_lock:
             self._calls = []
         start = time.perf_counter()
@@ -265,9 +269,9 @@ class REPLNamespace:
             except SystemExit as exc:
                 error = f"SystemExit: {exc.code}"
                 err.write(f"{error} (the cell called sys.exit; the REPL keeps running)\n")
-            except KeyboardInterrupt:
-                raise
             except BaseException as exc:
+                if reraise_interrupt and isinstance(exc, KeyboardInterrupt):
+                    raise
                 error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 tb = exc.__traceback__
                 # Drop this function's own frame so the traceback starts in the cell.

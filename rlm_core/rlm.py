@@ -17,6 +17,7 @@ from rlm_core.exceptions import (
     CellRejectedError,
     ErrorThresholdExceededError,
     LimitExceededError,
+    SandboxRestartedError,
 )
 from rlm_core.logger import RLMLogger
 from rlm_core.parsing import find_code_blocks, format_iteration
@@ -382,6 +383,7 @@ class RLM:
         self._parent_ledger: UsageLedger | None = None
         self._persistent_env: Environment | None = None
         self._best_partial_answer: str | None = None
+        self._ledger: UsageLedger | None = None
         self._lock = threading.Lock()
 
         if self.logger is not None or verbose:
@@ -504,6 +506,12 @@ class RLM:
         run.ledger.record(reply.model, reply.usage)
         return reply.text
 
+    def _cell_time_left(self) -> float | None:
+        """Seconds until the run's deadline, for environments that can interrupt cells."""
+        ledger = self._ledger
+        deadline = ledger.deadline() if ledger is not None else None
+        return None if deadline is None else max(0.001, deadline - time.monotonic())
+
     def _run_cell(self, env: Environment, code: str) -> REPLResult:
         hook = get_registry().hook
         try:
@@ -511,7 +519,11 @@ class RLM:
         except CellRejectedError as exc:
             message = f"CellRejectedError: {exc}"
             return REPLResult(stderr=message, error=message)
-        result = env.execute(code)
+        try:
+            result = env.execute(code, timeout=self._cell_time_left())
+        except SandboxRestartedError as exc:
+            message = f"SandboxRestartedError: {exc}"
+            result = REPLResult(stderr=message, error=message)
         hook.rlm_after_cell(code=code, result=result, depth=self.depth, environment=env)
         return result
 
@@ -554,6 +566,7 @@ class RLM:
             parent=self._parent_ledger,
         )
         self._best_partial_answer = None
+        self._ledger = ledger
         backends = self._get_backends()
         if self.depth >= self.max_depth:
             return self._fallback_answer(prompt, ledger, backends, start)

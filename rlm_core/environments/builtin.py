@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rlm_core.environments.local import LocalEnvironment
+from rlm_core.environments.subprocess import SubprocessEnvironment
 from rlm_core.hookspecs import hookimpl
 
 
 @hookimpl
 def rlm_register_environments(register: Callable[..., None]) -> None:
-    """Register ``local``."""
+    """Register ``local`` and ``subprocess``."""
     register("local", LocalEnvironment)
+    register("subprocess", SubprocessEnvironment)

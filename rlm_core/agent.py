@@ -1,0 +1,43 @@
+"""``python -m rlm_core.agent``: the in-sandbox agent (standard library, grpcio, protobuf).
+
+    python -m rlm_core.agent --listen unix:/tmp/agent.sock --secrets-stdin
+    python -m rlm_core.agent --listen 0.0.0.0:0 --secrets-file /run/rlm/secrets.json
+
+Secrets (``{"token": ..., "tls_cert": PEM, "tls_key": PEM}``) come as one JSON line on stdin,
+or from a file that is deleted once read, or (token only) from ``RLM_AGENT_TOKEN``; never
+from the command line. Once listening it prints ``RLM-AGENT-READY port=N pid=P``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and serve until the session ends."""
+    parser = argparse.ArgumentParser(prog="python -m rlm_core.agent", description=__doc__)
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        help="gRPC address: HOST:PORT (port 0 picks a free one) or unix:/path/to.sock",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--secrets-stdin", action="store_true", help="read secrets from stdin")
+    source.add_argument("--secrets-file", help="read secrets from this JSON file, then delete it")
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=30.0,
+        help="exit when the host is silent this many seconds (default 30)",
+    )
+    parser.add_argument("--workers", type=int, default=32, help="gRPC worker threads")
+    args = parser.parse_args(argv)
+
+    from rlm_core.bridge.agent_server import serve
+
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""The agent: serves the protocol inside a sandbox and runs cells in a persistent namespace.
+
+Needs only the standard library, grpcio and protobuf. Cells run in the process's main
+thread, so a cell that exceeds its timeout can be interrupted with a signal (which also
+breaks ``time.sleep`` and blocking waits); gRPC calls are served by worker threads. Sub-LM
+calls and host tool calls from a cell go to the host as requests on the ``Subcalls`` stream
+the host opened; each call blocks only its caller, and a batched call sends all its prompts
+in one request. The agent exits when the host has been silent longer than the heartbeat
+timeout, so a sandbox never outlives its host.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from rlm_core import __version__
+from rlm_core._proto.rlm.v1 import agent_pb2 as pb
+from rlm_core._proto.rlm.v1 import agent_pb2_grpc as pb_grpc
+from rlm_core.bridge import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
+from rlm_core.bridge.auth import TokenInterceptor
+from rlm_core.environments.base import ToolSpec
+from rlm_core.repl import REPLNamespace
+from rlm_core.types import REPLResult, RLMChatCompletion, UsageSummary
+
+log = logging.getLogger("rlm_core.agent")
+
+CAPABILITIES = ("subcalls", "recursive", "timeout", "persistent", "compaction", "files")
+"""What every agent can do; launchers add what their sandbox guarantees."""
+
+
+class CellTimeout(BaseException):
+    """Raised in a running cell when it exceeds its timeout.
+
+    A ``BaseException`` so that ``except Exception`` in the cell does not swallow it.
+    """
+
+
+class HostToolError(Exception):
+    """A host-side tool raised; the message names the host exception."""
+
+
+def _error_completion(prompt: Any, model: str | None, message: str) -> RLMChatCompletion:
+    return RLMChatCompletion(
+        root_model=model or "unknown",
+        prompt=prompt,
+        response=f"Error: {message}",
+        usage_summary=UsageSummary(),
+        execution_time=0.0,
+        error=message,
+    )
+
+
+@dataclass
+class _Pending:
+    event: threading.Event
+    response: pb.SubcallResponse | None = None
+    error: str | None = None
+
+
+class HostLink:
+    """The agent's end of the ``Subcalls`` stream: a :class:`SubcallHandler` whose calls
+    become requests to the host."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._outbox: queue.Queue[pb.AgentMessage | None] | None = None
+        self.last_heard = time.monotonic()
+
+    # -- stream plumbing ----------------------------------------------------------------
+
+    def attach(self) -> queue.Queue[pb.AgentMessage | None]:
+        """A new stream opened: route requests to it (an older one is dropped)."""
+        outbox: queue.Queue[pb.AgentMessage | None] = queue.Queue()
+        with self._lock:
+            old, self._outbox = self._outbox, outbox
+        if old is not None:
+            old.put(None)
+        self.last_heard = time.monotonic()
+        return outbox
+
+    def detach(self, outbox: queue.Queue[pb.AgentMessage | None], reason: str) -> None:
+        """The stream ended: fail every call still waiting on it."""
+        with self._lock:
+            if self._outbox is outbox:
+                self._outbox = None
+            pending, self._pending = self._pending, {}
+        for item in pending.values():
+            item.error = reason
+            item.event.set()
+
+    def deliver(self, message: pb.HostMessage) -> None:
+        """Handle one message from the host."""
+        self.last_heard = time.monotonic()
+        if message.WhichOneof("message") == "heartbeat":
+            with self._lock:
+                outbox = self._outbox
+            if outbox is not None:  # echo, so the host can tell the agent is alive
+                outbox.put(pb.AgentMessage(heartbeat=pb.Heartbeat(sent_at=time.time())))
+            return
+        with self._lock:
+            item = self._pending.pop(message.response.id, None)
+        if item is not None:
+            item.response = message.response
+            item.event.set()
+
+    def _request(self, request: pb.SubcallRequest) -> pb.SubcallResponse:
+        size = request.ByteSize()
+        codec.check_size("the sub-call request", size)
+        item = _Pending(threading.Event())
+        with self._lock:
+            outbox = self._outbox
+            if outbox is None:
+                raise ConnectionError("the host is not connected")
+            request.id = next(self._ids)
+            self._pending[request.id] = item
+        outbox.put(pb.AgentMessage(request=request))
+        item.event.wait()
+        if item.response is None:
+            raise ConnectionError(item.error or "the host connection closed")
+        return item.response
+
+    # -- SubcallHandler -----------------------------------------------------------------
+
+    def _lm(
+        self, kind: pb.SubcallKind, prompts: list[Any], model: str | None
+    ) -> list[RLMChatCompletion]:
+        try:
+            request = pb.SubcallRequest(
+                kind=kind,
+                prompts=[codec.dumps(p) for p in prompts],
+                model=model or "",
+                has_model=model is not None,
+            )
+            response = self._request(request)
+        except (TypeError, ValueError, ConnectionError) as exc:
+            message = f"LM query failed - {type(exc).__name__}: {exc}"
+            return [_error_completion(p, model, message) for p in prompts]
+        if response.error:
+            return [_error_completion(p, model, response.error) for p in prompts]
+        return [codec.completion_from_bytes(c) for c in response.completions]
+
+    def llm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
+        return self._lm(pb.SUBCALL_KIND_LLM_QUERY, [prompt], model)[0]
+
+    def llm_query_batched(
+        self, prompts: list[Any], model: str | None = None
+    ) -> list[RLMChatCompletion]:
+        return self._lm(pb.SUBCALL_KIND_LLM_QUERY_BATCHED, prompts, model) if prompts else []
+
+    def rlm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
+        return self._lm(pb.SUBCALL_KIND_RLM_QUERY, [prompt], model)[0]
+
+    def rlm_query_batched(
+        self, prompts: list[Any], model: str | None = None
+    ) -> list[RLMChatCompletion]:
+        return self._lm(pb.SUBCALL_KIND_RLM_QUERY_BATCHED, prompts, model) if prompts else []
+
+    def tool_stub(self, name: str) -> Callable[..., Any]:
+        """A function that calls the host tool ``name`` and returns its (JSON) result."""
+
+        def call_host_tool(*args: Any, **kwargs: Any) -> Any:
+            try:
+                arguments = codec.dumps({"args": list(args), "kwargs": kwargs})
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"arguments of tool {name!r} must be JSON-compatible: {exc}"
+                ) from exc
+            response = self._request(
+                pb.SubcallRequest(kind=pb.SUBCALL_KIND_TOOL, tool=name, arguments=arguments)
+            )
+            if response.error:
+                raise HostToolError(f"{response.error_type}: {response.error} (host tool {name!r})")
+            return codec.loads(response.result)
+
+        call_host_tool.__name__ = name
+        call_host_tool.__qualname__ = name
+        return call_host_tool
+
+
+@dataclass
+class _Cell:
+    code: str
+    timeout: float
+    done: threading.Event
+    result: Any = None
+
+
+class AgentServicer(pb_grpc.AgentServicer):
+    """Implements the ``Agent`` service over one :class:`REPLNamespace`."""
+
+    def __init__(self, shutdown: Callable[[str], None], heartbeat_timeout: float) -> None:
+        self.link = HostLink()
+        self.repl = REPLNamespace(self.link)
+        self._shutdown = shutdown
+        self.heartbeat_timeout = heartbeat_timeout
+        self.cells: queue.Queue[_Cell | None] = queue.Queue()
+        self._cell_lock = threading.Lock()
+        self.running: _Cell | None = None
+
+    # -- handshake and session ----------------------------------------------------------
+
+    def Handshake(self, request: pb.HandshakeRequest, context: grpc.ServicerContext) -> Any:
+        if request.protocol_version != PROTOCOL_VERSION:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"protocol version mismatch: host speaks {request.protocol_version}, "
+                f"agent {__version__} speaks {PROTOCOL_VERSION}",
+            )
+        if request.heartbeat_timeout > 0:
+            self.heartbeat_timeout = request.heartbeat_timeout
+        tools = []
+        for tool in request.tools:
+            kind = tool.WhichOneof("kind")
+            if kind == "host_callable":
+                tools.append(ToolSpec(tool.name, self.link.tool_stub(tool.name)))
+            elif kind == "json_value":
+                tools.append(ToolSpec(tool.name, codec.loads(tool.json_value)))
+            elif kind == "source":
+                self.repl.run(tool.source)
+        self.repl.install_tools(tools)
+        self.link.last_heard = time.monotonic()
+        return pb.HandshakeResponse(
+            protocol_version=PROTOCOL_VERSION,
+            agent_version=__version__,
+            capabilities=list(CAPABILITIES),
+            pid=os.getpid(),
+            python_version=sys.version.split()[0],
+        )
+
+    def Close(self, request: pb.CloseRequest, context: grpc.ServicerContext) -> Any:
+        self._shutdown("the host closed the session")
+        return pb.CloseResponse()
+
+    def Subcalls(self, request_iterator: Iterator[pb.HostMessage], context: Any) -> Any:
+        outbox = self.link.attach()
+
+        def read() -> None:
+            reason = "the host closed the sub-call stream"
+            try:
+                for message in request_iterator:
+                    self.link.deliver(message)
+            except grpc.RpcError as exc:
+                reason = f"the sub-call stream broke: {exc.code().name}"
+            except Exception as exc:  # a stream torn down mid-read
+                reason = f"the sub-call stream broke: {exc}"
+            finally:
+                self.link.detach(outbox, reason)
+                outbox.put(None)
+
+        threading.Thread(target=read, name="rlm-agent-stream-reader", daemon=True).start()
+        while True:
+            message = outbox.get()
+            if message is None or not context.is_active():
+                return
+            yield message
+
+    # -- contexts and variables ---------------------------------------------------------
+
+    def LoadContext(self, request_iterator: Iterator[pb.ContextChunk], context: Any) -> Any:
+        buffer = bytearray()
+        index, kind, total = 0, 0, -1
+        for i, chunk in enumerate(request_iterator):
+            if i == 0:
+                index, kind, total = chunk.index, int(chunk.kind), int(chunk.total_bytes)
+            buffer += chunk.data
+        if total >= 0 and len(buffer) != total:
+            context.abort(
+                grpc.StatusCode.DATA_LOSS,
+                f"context {index}: received {len(buffer):,} of {total:,} bytes",
+            )
+        try:
+            value = codec.decode_context(kind, buffer)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"context {index}: {exc}")
+        del buffer
+        self.repl.load_context(value, index)
+        return pb.LoadContextResponse(
+            received_bytes=total,
+            type_name=type(value).__name__,
+            length=len(value) if hasattr(value, "__len__") else 0,
+        )
+
+    def GetVariable(self, request: pb.GetVariableRequest, context: Any) -> Any:
+        try:
+            value = self.repl.get(request.name)
+        except KeyError:
+            return pb.Value(found=False)
+        type_name = type(value).__name__
+        try:
+            data = codec.dumps(value)
+        except (TypeError, ValueError):
+            return pb.Value(found=True, repr=repr(value)[:1_000_000], type_name=type_name)
+        try:
+            codec.check_size(f"variable {request.name!r}", len(data))
+        except codec.MessageTooLargeError as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        return pb.Value(found=True, json=data, type_name=type_name)
+
+    def SetVariable(self, request: pb.SetVariableRequest, context: Any) -> Any:
+        value = codec.loads(request.json)
+        if request.extend:
+            try:
+                target = self.repl.get(request.name)
+                target.extend(value)
+            except (KeyError, AttributeError, TypeError) as exc:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"cannot extend {request.name!r}: {type(exc).__name__}: {exc}",
+                )
+            self.repl.set(request.name, target)
+        else:
+            self.repl.set(request.name, value)
+        return pb.SetVariableResponse()
+
+    # -- cells --------------------------------------------------------------------------
+
+    def Execute(self, request: pb.ExecuteRequest, context: Any) -> Any:
+        cell = _Cell(request.code, request.timeout, threading.Event())
+        with self._cell_lock:  # one cell at a time, in arrival order
+            self.cells.put(cell)
+            cell.done.wait()
+        result, timed_out = cell.result
+        response = pb.ExecuteResponse(
+            stdout=result.stdout,
+            stderr=result.stderr,
+            error=result.error or "",
+            execution_time=result.execution_time,
+            has_final_answer=result.final_answer is not None,
+            final_answer=result.final_answer or "",
+            locals=result.locals,
+            timed_out=timed_out,
+        )
+        return response
+
+    def run_cells_forever(self, stop: threading.Event) -> None:
+        """Run queued cells in the calling (main) thread until ``stop`` is set."""
+        main = threading.main_thread()
+
+        def on_timeout_signal(signum: int, frame: Any) -> None:
+            if self.running is not None:
+                raise CellTimeout(f"the cell exceeded its {self.running.timeout:g}s timeout")
+
+        signal.signal(signal.SIGUSR1, on_timeout_signal)
+        while not stop.is_set():
+            try:
+                cell = self.cells.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if cell is None:
+                return
+            timer: threading.Timer | None = None
+            fired = threading.Event()
+            if cell.timeout > 0:
+
+                def interrupt(fired: threading.Event = fired) -> None:
+                    fired.set()
+                    signal.pthread_kill(main.ident or 0, signal.SIGUSR1)
+
+                timer = threading.Timer(cell.timeout, interrupt)
+                timer.daemon = True
+            self.running = cell
+            result: REPLResult | None = None
+            try:
+                try:
+                    if timer is not None:
+                        timer.start()
+                    result = self.repl.run(cell.code, reraise_interrupt=False)
+                finally:
+                    self.running = None
+                    if timer is not None:
+                        timer.cancel()
+            except CellTimeout as exc:  # the signal landed just outside the cell's code
+                if result is None:
+                    message = f"CellTimeout: {exc}"
+                    result = REPLResult(stderr=message, error=message)
+            cell.result = (result, fired.is_set())
+            cell.done.set()
+
+
+def _read_secrets(args: Any) -> dict[str, Any]:
+    if args.secrets_stdin:
+        line = sys.stdin.readline()
+        return dict(json.loads(line)) if line.strip() else {}
+    if args.secrets_file:
+        with open(args.secrets_file, encoding="utf-8") as f:
+            secrets_ = dict(json.load(f))
+        os.unlink(args.secrets_file)
+        return secrets_
+    token = os.environ.pop("RLM_AGENT_TOKEN", "")
+    return {"token": token} if token else {}
+
+
+def serve(args: Any) -> int:
+    """Run the agent until the host closes the session or goes silent."""
+    logging.basicConfig(level=logging.INFO, format="rlm-agent %(levelname)s %(message)s")
+    secrets_ = _read_secrets(args)
+    token = secrets_.get("token")
+    if not token:
+        print(
+            "rlm-agent: no session token (use --secrets-stdin, --secrets-file or RLM_AGENT_TOKEN)",
+            file=sys.stderr,
+        )
+        return 2
+    stop = threading.Event()
+    reason: list[str] = []
+
+    def shutdown(why: str) -> None:
+        if not stop.is_set():
+            reason.append(why)
+            stop.set()
+            servicer.cells.put(None)
+
+    servicer = AgentServicer(shutdown, args.heartbeat_timeout)
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="rlm-agent"),
+        interceptors=[TokenInterceptor(token, lambda m: log.warning("rejected a call to %s", m))],
+        options=options,
+        maximum_concurrent_rpcs=None,
+    )
+    pb_grpc.add_AgentServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    if secrets_.get("tls_cert") and secrets_.get("tls_key"):
+        credentials = grpc.ssl_server_credentials(
+            [(secrets_["tls_key"].encode(), secrets_["tls_cert"].encode())]
+        )
+        port = server.add_secure_port(args.listen, credentials)
+    else:
+        port = server.add_insecure_port(args.listen)
+    if port == 0 and not args.listen.startswith("unix:"):
+        print(f"rlm-agent: cannot listen on {args.listen}", file=sys.stderr)
+        return 2
+    server.start()
+    print(f"RLM-AGENT-READY port={port} pid={os.getpid()}", flush=True)
+
+    def watchdog() -> None:
+        while not stop.wait(0.25):
+            silent = time.monotonic() - servicer.link.last_heard
+            if silent > servicer.heartbeat_timeout:
+                shutdown(f"no word from the host for {silent:.1f}s")
+
+    threading.Thread(target=watchdog, name="rlm-agent-watchdog", daemon=True).start()
+    try:
+        servicer.run_cells_forever(stop)
+    except KeyboardInterrupt:
+        shutdown("interrupted")
+    log.info("shutting down: %s", reason[0] if reason else "stopped")
+    server.stop(grace=0.5)
+    return 0

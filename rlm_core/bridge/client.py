@@ -1,0 +1,173 @@
+"""The host's end of the bridge: a connection to one agent.
+
+:class:`AgentClient` dials the agent, authenticates every call with the session token,
+checks the protocol version, and keeps the ``Subcalls`` stream open: requests the agent
+sends on it are handed to a dispatcher, answers and heartbeats go back on the same stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from rlm_core import __version__
+from rlm_core._proto.rlm.v1 import agent_pb2 as pb
+from rlm_core._proto.rlm.v1 import agent_pb2_grpc as pb_grpc
+from rlm_core.bridge import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
+from rlm_core.bridge.auth import TLS_SERVER_NAME, auth_metadata
+from rlm_core.exceptions import ProtocolMismatchError, SandboxError
+
+log = logging.getLogger(__name__)
+
+Dispatcher = Callable[[pb.SubcallRequest], pb.SubcallResponse]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach an agent: a gRPC target, the session token and, for TLS, the pinned
+    certificate of the agent (``None`` for plaintext over a private route)."""
+
+    target: str
+    token: str
+    server_certificate: bytes | None = None
+    server_name: str = TLS_SERVER_NAME
+
+    def __repr__(self) -> str:  # never show the token
+        tls = "tls" if self.server_certificate else "plaintext"
+        return f"Endpoint(target={self.target!r}, {tls})"
+
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.enable_retries", 0),
+]
+
+
+class AgentClient:
+    """One authenticated connection to an agent."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        options = list(CHANNEL_OPTIONS)
+        if endpoint.server_certificate is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=endpoint.server_certificate
+            )
+            options.append(("grpc.ssl_target_name_override", endpoint.server_name))
+            self.channel = grpc.secure_channel(endpoint.target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(endpoint.target, options=options)
+        self.stub = pb_grpc.AgentStub(self.channel)  # type: ignore[no-untyped-call]
+        self.metadata = auth_metadata(endpoint.token)
+        self._outbox: queue.Queue[pb.HostMessage | None] = queue.Queue()
+        self._stream: Any = None
+        self._closed = threading.Event()
+        self.stream_error: str | None = None
+        self.last_heard = time.monotonic()
+
+    # -- session ------------------------------------------------------------------------
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the channel connects (``SandboxError`` after ``timeout`` s)."""
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError as exc:
+            raise SandboxError(
+                f"the agent at {self.endpoint.target} did not accept a connection "
+                f"within {timeout:g}s"
+            ) from exc
+
+    def handshake(
+        self, depth: int, tools: list[pb.Tool], heartbeat_timeout: float, timeout: float
+    ) -> pb.HandshakeResponse:
+        """Check versions and send the session settings."""
+        request = pb.HandshakeRequest(
+            protocol_version=PROTOCOL_VERSION,
+            host_version=__version__,
+            depth=depth,
+            tools=tools,
+            heartbeat_timeout=heartbeat_timeout,
+        )
+        try:
+            response: pb.HandshakeResponse = self.stub.Handshake(
+                request, metadata=self.metadata, timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ProtocolMismatchError(exc.details()) from None
+            raise
+        if response.protocol_version != PROTOCOL_VERSION:
+            raise ProtocolMismatchError(
+                f"protocol version mismatch: host speaks {PROTOCOL_VERSION}, agent "
+                f"{response.agent_version} speaks {response.protocol_version}"
+            )
+        return response
+
+    def open_subcalls(
+        self, dispatch: Callable[[pb.SubcallRequest], None], heartbeat_interval: float
+    ) -> None:
+        """Open the ``Subcalls`` stream; each request the agent sends goes to ``dispatch``
+        (which must not block: it answers later through :meth:`respond`)."""
+
+        def outgoing() -> Iterator[pb.HostMessage]:
+            while True:
+                message = self._outbox.get()
+                if message is None:
+                    return
+                yield message
+
+        self._stream = self.stub.Subcalls(outgoing(), metadata=self.metadata)
+
+        def read() -> None:
+            try:
+                for message in self._stream:
+                    self.last_heard = time.monotonic()
+                    if message.WhichOneof("message") == "request":
+                        dispatch(message.request)
+            except grpc.RpcError as exc:
+                if not self._closed.is_set():
+                    self.stream_error = f"{exc.code().name}: {exc.details()}"
+            finally:
+                if self.stream_error is None and not self._closed.is_set():
+                    self.stream_error = "the agent closed the sub-call stream"
+
+        def beat() -> None:
+            while not self._closed.wait(heartbeat_interval):
+                self._outbox.put(pb.HostMessage(heartbeat=pb.Heartbeat(sent_at=time.time())))
+
+        threading.Thread(target=read, name="rlm-bridge-reader", daemon=True).start()
+        threading.Thread(target=beat, name="rlm-bridge-heartbeat", daemon=True).start()
+
+    def respond(self, response: pb.SubcallResponse) -> None:
+        """Send an answer to a sub-call request."""
+        if response.ByteSize() > MAX_MESSAGE_BYTES - 4096:
+            response = pb.SubcallResponse(
+                id=response.id,
+                error=str(codec.MessageTooLargeError("the sub-call answer", response.ByteSize())),
+                error_type="MessageTooLargeError",
+            )
+        self._outbox.put(pb.HostMessage(response=response))
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Ask the agent to end the session, then drop the connection."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(grpc.RpcError):
+            self.stub.Close(pb.CloseRequest(), metadata=self.metadata, timeout=timeout)
+        self._outbox.put(None)
+        if self._stream is not None:
+            self._stream.cancel()
+        self.channel.close()

@@ -1,0 +1,90 @@
+"""Encoding of values, contexts and sub-call records on the wire (standard library only)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from rlm_core.bridge import CHUNK_BYTES, MAX_MESSAGE_BYTES
+from rlm_core.types import RLMChatCompletion
+
+TEXT, BYTES, JSON = 1, 2, 3
+"""Context kinds (the ``ContextKind`` enum values of the protocol)."""
+
+
+class MessageTooLargeError(ValueError):
+    """A value would exceed :data:`MAX_MESSAGE_BYTES` on the wire."""
+
+    def __init__(self, what: str, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{what} is {size:,} bytes, over the {limit // (1024 * 1024)} MiB message limit"
+        )
+
+
+def dumps(value: Any) -> bytes:
+    """JSON-encode a value (``TypeError`` when it is not JSON-compatible)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=True).encode("utf-8")
+
+
+def loads(data: bytes) -> Any:
+    """Decode :func:`dumps` output."""
+    return json.loads(data.decode("utf-8")) if data else None
+
+
+def check_size(what: str, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
+    """Raise :class:`MessageTooLargeError` when ``size`` leaves no room under ``limit``."""
+    if size > limit - 4096:  # leave room for the message envelope
+        raise MessageTooLargeError(what, size, limit)
+
+
+def encode_context(payload: Any) -> tuple[int, bytes]:
+    """``(kind, bytes)`` for a context payload: str as UTF-8 text, bytes raw, else JSON."""
+    if isinstance(payload, str):
+        return TEXT, payload.encode("utf-8")
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return BYTES, bytes(payload)
+    try:
+        return JSON, dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"a context must be str, bytes or JSON-compatible, not {type(payload).__name__}: {exc}"
+        ) from exc
+
+
+def decode_context(kind: int, data: bytes | bytearray) -> Any:
+    """Inverse of :func:`encode_context`."""
+    if kind == TEXT:
+        return bytes(data).decode("utf-8")
+    if kind == BYTES:
+        return bytes(data)
+    if kind == JSON:
+        return json.loads(bytes(data).decode("utf-8"))
+    raise ValueError(f"unknown context kind {kind}")
+
+
+def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[memoryview]:
+    """Slices of ``data`` without copying (at least one, even when ``data`` is empty)."""
+    view = memoryview(data)
+    if not data:
+        yield view
+        return
+    for start in range(0, len(data), size):
+        yield view[start : start + size]
+
+
+def completion_to_bytes(completion: RLMChatCompletion) -> bytes:
+    """Serialise a sub-call record; a non-JSON prompt is replaced by its ``str``."""
+    record = completion.to_dict()
+    try:
+        return dumps(record)
+    except (TypeError, ValueError):
+        record["prompt"] = str(record["prompt"])
+        return dumps(record)
+
+
+def completion_from_bytes(data: bytes) -> RLMChatCompletion:
+    """Inverse of :func:`completion_to_bytes`."""
+    return RLMChatCompletion.from_dict(loads(data))

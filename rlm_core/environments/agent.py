@@ -1,0 +1,442 @@
+"""Remote environments: an agent plus a launcher.
+
+:class:`AgentEnvironment` does everything a sandbox provider needs except starting the
+sandbox: it talks to the agent over the gRPC bridge, serves the sub-LM and tool calls the
+agent sends, loads contexts as streams, enforces cell timeouts, notices a dead agent at once
+and restarts one whose cell ignored its interrupt. A provider plugin subclasses it and
+implements :meth:`AgentEnvironment.make_launcher`, returning a :class:`Launcher` that starts
+the agent and hands back an :class:`~rlm_core.bridge.client.Endpoint`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+
+import grpc
+
+from rlm_core._proto.rlm.v1 import agent_pb2 as pb
+from rlm_core.bridge import codec
+from rlm_core.bridge.auth import TLSMaterial, make_tls_material, new_token
+from rlm_core.bridge.client import AgentClient, Endpoint
+from rlm_core.environments.base import (
+    COMPACTION,
+    FILES,
+    PERSISTENT,
+    RECURSIVE,
+    RESERVED_NAMES,
+    SUBCALLS,
+    TIMEOUT,
+    Environment,
+    Session,
+)
+from rlm_core.exceptions import (
+    ProtocolMismatchError,
+    SandboxCrashedError,
+    SandboxError,
+    SandboxRestartedError,
+)
+from rlm_core.types import REPLResult, RLMChatCompletion
+
+log = logging.getLogger(__name__)
+
+_REPLAYED = re.compile(r"^history(_\d+)?$")
+
+
+@dataclass(frozen=True)
+class AgentSecrets:
+    """What an agent needs to authenticate its host: the token and optional TLS material.
+
+    Launchers deliver :meth:`to_json` to the agent through stdin or a file that the agent
+    deletes, never through the command line or the environment of other processes.
+    """
+
+    token: str
+    tls: TLSMaterial | None = None
+
+    def to_json(self) -> str:
+        """One JSON line for ``python -m rlm_core.agent --secrets-stdin``."""
+        data = {"token": self.token}
+        if self.tls is not None:
+            data["tls_cert"] = self.tls.certificate.decode()
+            data["tls_key"] = self.tls.private_key.decode()
+        return json.dumps(data)
+
+    def __repr__(self) -> str:
+        return f"AgentSecrets(token=<hidden>, tls={self.tls is not None})"
+
+
+class Launcher(ABC):
+    """Starts one agent and stops it: the only provider-specific part of an environment."""
+
+    @abstractmethod
+    def launch(self, secrets: AgentSecrets, heartbeat_timeout: float) -> Endpoint:
+        """Start the sandbox and the agent in it; return where to reach the agent."""
+
+    @abstractmethod
+    def terminate(self) -> None:
+        """Stop the agent and the sandbox. Safe to call twice or before :meth:`launch`."""
+
+    def exit_status(self, wait: float = 0.0) -> int | None:
+        """The agent's exit status once it has ended (``-N``: killed by signal N), waiting
+        up to ``wait`` seconds; ``None`` while it runs or when the provider cannot tell."""
+        return None
+
+    def diagnostics(self) -> str:
+        """The last lines the agent wrote to its stderr, when the provider has them."""
+        return ""
+
+
+def _describe_status(status: int | None) -> str:
+    if status is None:
+        return "exit status unknown"
+    if status < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"killed by {name}"
+    return f"exit status {status}"
+
+
+class AgentEnvironment(Environment):
+    """Everything a remote environment needs except launching the sandbox.
+
+    ``environment_kwargs``:
+
+    * ``cell_timeout``: seconds a cell may run before it is interrupted (state is kept);
+      a cell that ignores the interrupt for ``interrupt_grace`` more seconds gets the agent
+      killed and started again (:class:`SandboxRestartedError`, state lost).
+    * ``tls``: encrypt the connection with a per-session certificate the host pins.
+    * ``heartbeat_interval`` / ``heartbeat_timeout``: the agent exits once the host has
+      been silent for ``heartbeat_timeout`` seconds.
+    * ``startup_timeout``: seconds to wait for the agent to accept a connection.
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {TIMEOUT, PERSISTENT, SUBCALLS, RECURSIVE, COMPACTION, FILES}
+    )
+
+    def __init__(
+        self,
+        cell_timeout: float | None = None,
+        tls: bool = False,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 30.0,
+        startup_timeout: float = 60.0,
+        interrupt_grace: float = 3.0,
+        max_dispatch_threads: int = 256,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cell_timeout = cell_timeout
+        self.tls = tls
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.startup_timeout = startup_timeout
+        self.interrupt_grace = interrupt_grace
+        self._max_dispatch_threads = max_dispatch_threads
+        self._session: Session | None = None
+        self._launcher: Launcher | None = None
+        self._client: AgentClient | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._host_tools: dict[str, Callable[..., Any]] = {}
+        self._contexts: dict[int, Any] = {}
+        self._replay: dict[str, Any] = {}
+        self._calls: list[RLMChatCompletion] = []
+        self._calls_lock = threading.Lock()
+        self.agent_info: pb.HandshakeResponse | None = None
+
+    @abstractmethod
+    def make_launcher(self) -> Launcher:
+        """A launcher for one agent of this environment."""
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, session: Session) -> None:
+        """Launch the agent (first call) and serve ``session``'s sub-calls."""
+        self._session = session
+        if self._client is None:
+            self._boot()
+
+    def rebind(self, session: Session) -> None:
+        """Serve a new session's sub-calls; the agent and its state stay."""
+        self._session = session
+
+    def _boot(self) -> None:
+        session = self._require_session()
+        launcher = self.make_launcher()
+        secrets = AgentSecrets(new_token(), make_tls_material() if self.tls else None)
+        client: AgentClient | None = None
+        try:
+            endpoint = launcher.launch(secrets, self.heartbeat_timeout)
+            if self.tls and endpoint.server_certificate is None:
+                assert secrets.tls is not None
+                endpoint = Endpoint(endpoint.target, endpoint.token, secrets.tls.certificate)
+            client = AgentClient(endpoint)
+            client.wait_ready(self.startup_timeout)
+            tools, self._host_tools = self._tool_messages(session)
+            self.agent_info = client.handshake(
+                session.depth, tools, self.heartbeat_timeout, timeout=self.startup_timeout
+            )
+            self._pool = ThreadPoolExecutor(
+                max_workers=self._max_dispatch_threads, thread_name_prefix="rlm-bridge-call"
+            )
+            client.open_subcalls(self._dispatch, self.heartbeat_interval)
+        except BaseException as exc:
+            if client is not None:
+                client.close(timeout=0.5)
+            status = launcher.exit_status(wait=0.5)
+            launcher.terminate()
+            if isinstance(exc, ProtocolMismatchError | KeyboardInterrupt):
+                raise
+            detail = launcher.diagnostics()
+            raise SandboxError(
+                f"could not start the {self.name} agent: {type(exc).__name__}: {exc}"
+                + (f" ({_describe_status(status)})" if status is not None else "")
+                + (f"\nagent stderr:\n{detail}" if detail else "")
+            ) from exc
+        self._launcher, self._client = launcher, client
+
+    def close(self) -> None:
+        """End the session and stop the sandbox."""
+        client, self._client = self._client, None
+        launcher, self._launcher = self._launcher, None
+        pool, self._pool = self._pool, None
+        if client is not None:
+            client.close()
+        if launcher is not None:
+            launcher.terminate()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _restart(self) -> None:
+        """Replace a wedged agent with a fresh one and reload the contexts."""
+        client, self._client = self._client, None
+        launcher, self._launcher = self._launcher, None
+        if launcher is not None:
+            launcher.terminate()
+        if client is not None:
+            client.close(timeout=0.2)
+        self._boot()
+        for index, payload in sorted(self._contexts.items()):
+            self.load_context(payload, index)
+        for name, value in self._replay.items():
+            self.set_variable(name, value)
+
+    # -- sub-calls from the agent -------------------------------------------------------
+
+    def _tool_messages(self, session: Session) -> tuple[list[pb.Tool], dict[str, Any]]:
+        messages, host_tools = [], {}
+        for tool in session.custom_tools:
+            value = tool.value
+            if isinstance(value, dict) and set(value) == {"source"}:
+                messages.append(pb.Tool(name=tool.name, source=str(value["source"])))
+            elif callable(value):
+                host_tools[tool.name] = value
+                messages.append(pb.Tool(name=tool.name, host_callable=True))
+            else:
+                try:
+                    data = codec.dumps(value)
+                except (TypeError, ValueError) as exc:
+                    raise SandboxError(
+                        f"custom tool {tool.name!r} is neither callable nor JSON-compatible "
+                        f"({type(value).__name__}), so it cannot be sent to the sandbox"
+                    ) from exc
+                messages.append(pb.Tool(name=tool.name, json_value=data))
+        return messages, host_tools
+
+    def _dispatch(self, request: pb.SubcallRequest) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        with contextlib.suppress(RuntimeError):  # shutting down
+            pool.submit(self._serve, request)
+
+    def _serve(self, request: pb.SubcallRequest) -> None:
+        client = self._client
+        response = pb.SubcallResponse(id=request.id)
+        try:
+            if request.kind == pb.SUBCALL_KIND_TOOL:
+                response.result = self._call_tool(request)
+            else:
+                completions = self._call_lm(request)
+                with self._calls_lock:
+                    self._calls.extend(completions)
+                response.completions.extend(codec.completion_to_bytes(c) for c in completions)
+        except Exception as exc:
+            response.error = str(exc)
+            response.error_type = type(exc).__name__
+        if client is not None:
+            client.respond(response)
+
+    def _call_lm(self, request: pb.SubcallRequest) -> list[RLMChatCompletion]:
+        subcalls = self._require_session().subcalls
+        prompts = [codec.loads(p) for p in request.prompts]
+        model = request.model if request.has_model else None
+        kind = request.kind
+        if kind == pb.SUBCALL_KIND_LLM_QUERY:
+            return [subcalls.llm_query(prompts[0], model)]
+        if kind == pb.SUBCALL_KIND_LLM_QUERY_BATCHED:
+            return subcalls.llm_query_batched(prompts, model)
+        if kind == pb.SUBCALL_KIND_RLM_QUERY:
+            return [subcalls.rlm_query(prompts[0], model)]
+        if kind == pb.SUBCALL_KIND_RLM_QUERY_BATCHED:
+            return subcalls.rlm_query_batched(prompts, model)
+        raise ValueError(f"unknown sub-call kind {kind}")
+
+    def _call_tool(self, request: pb.SubcallRequest) -> bytes:
+        fn = self._host_tools.get(request.tool)
+        if fn is None:
+            raise KeyError(f"no host tool named {request.tool!r}")
+        arguments = codec.loads(request.arguments) or {}
+        result = fn(*arguments.get("args", []), **arguments.get("kwargs", {}))
+        try:
+            return codec.dumps(result)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"tool {request.tool!r} returned a {type(result).__name__}, which is not "
+                "JSON-compatible"
+            ) from exc
+
+    # -- the contract -------------------------------------------------------------------
+
+    def _require_session(self) -> Session:
+        if self._session is None:
+            raise SandboxError(f"the {self.name} environment is not started")
+        return self._session
+
+    def _require_client(self) -> AgentClient:
+        if self._client is None:
+            raise SandboxError(f"the {self.name} environment is not started (or closed)")
+        return self._client
+
+    def _failure(self, exc: grpc.RpcError, doing: str) -> SandboxError:
+        """Turn a failed call into the right typed error."""
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or (
+            self._client is not None and self._client.stream_error
+        ):
+            launcher = self._launcher
+            status = launcher.exit_status(wait=2.0) if launcher is not None else None
+            if status is not None or code == grpc.StatusCode.UNAVAILABLE:
+                detail = launcher.diagnostics() if launcher is not None else ""
+                return SandboxCrashedError(
+                    f"the {self.name} agent died while {doing} ({_describe_status(status)})"
+                    + (f"\nagent stderr:\n{detail}" if detail else ""),
+                    status,
+                )
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return SandboxError(f"{doing}: {exc.details()}")
+        return SandboxError(f"{doing} failed: {code.name}: {exc.details()}")
+
+    def load_context(self, payload: Any, index: int) -> None:
+        """Stream ``payload`` to the agent in chunks (never as source text)."""
+        client = self._require_client()
+        kind, data = codec.encode_context(payload)
+
+        def chunks() -> Iterator[pb.ContextChunk]:
+            for i, piece in enumerate(codec.chunks(data)):
+                if i == 0:
+                    yield pb.ContextChunk(
+                        index=index,
+                        kind=cast(pb.ContextKind, kind),
+                        data=bytes(piece),
+                        total_bytes=len(data),
+                    )
+                else:
+                    yield pb.ContextChunk(data=bytes(piece))
+
+        try:
+            client.stub.LoadContext(chunks(), metadata=client.metadata)
+        except grpc.RpcError as exc:
+            raise self._failure(exc, f"loading context {index}") from None
+        self._contexts[index] = payload
+
+    def execute(self, code: str, timeout: float | None = None) -> REPLResult:
+        """Run a cell in the agent; interrupt it after the timeout (state kept); if it
+        ignores the interrupt, restart the agent and raise :class:`SandboxRestartedError`."""
+        client = self._require_client()
+        limits = [t for t in (timeout, self.cell_timeout) if t is not None and t > 0]
+        cell_timeout = min(limits) if limits else 0.0
+        rpc_deadline = cell_timeout + self.interrupt_grace if cell_timeout else None
+        with self._calls_lock:
+            self._calls = []
+        try:
+            response = client.stub.Execute(
+                pb.ExecuteRequest(code=code, timeout=cell_timeout),
+                metadata=client.metadata,
+                timeout=rpc_deadline,
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                self._restart()
+                raise SandboxRestartedError(
+                    f"the cell ran past its {cell_timeout:g}s timeout and ignored the "
+                    f"interrupt for {self.interrupt_grace:g}s more, so the {self.name} "
+                    "sandbox was restarted: all variables were lost (the contexts were "
+                    "loaded again)"
+                ) from None
+            raise self._failure(exc, "running a cell") from None
+        with self._calls_lock:
+            calls, self._calls = self._calls, []
+        return REPLResult(
+            stdout=response.stdout,
+            stderr=response.stderr,
+            locals=dict(response.locals),
+            execution_time=response.execution_time,
+            rlm_calls=calls,
+            final_answer=response.final_answer if response.has_final_answer else None,
+            error=response.error or None,
+        )
+
+    def get_variable(self, name: str) -> Any:
+        """A JSON copy of the variable, or its ``repr`` string when it is not JSON-able."""
+        client = self._require_client()
+        try:
+            value = client.stub.GetVariable(
+                pb.GetVariableRequest(name=name), metadata=client.metadata
+            )
+        except grpc.RpcError as exc:
+            raise self._failure(exc, f"reading {name!r}") from None
+        if not value.found:
+            raise KeyError(name)
+        return codec.loads(value.json) if value.json else value.repr
+
+    def _set(self, name: str, value: Any, extend: bool) -> None:
+        client = self._require_client()
+        try:
+            data = codec.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise SandboxError(f"{name!r}: only JSON-compatible values can be sent: {exc}") from exc
+        codec.check_size(f"the value of {name!r}", len(data))
+        try:
+            client.stub.SetVariable(
+                pb.SetVariableRequest(name=name, json=data, extend=extend),
+                metadata=client.metadata,
+            )
+        except grpc.RpcError as exc:
+            raise self._failure(exc, f"setting {name!r}") from None
+
+    def set_variable(self, name: str, value: Any) -> None:
+        """Send a JSON-compatible value into the namespace."""
+        self._set(name, value, extend=False)
+        if name in RESERVED_NAMES or _REPLAYED.match(name):
+            self._replay[name] = value
+
+    def extend_variable(self, name: str, items: list[Any]) -> None:
+        """Append items to a list variable, sending only the new items."""
+        self._set(name, items, extend=True)
+        kept = self._replay.get(name)
+        if isinstance(kept, list):
+            kept.extend(items)
