@@ -8,31 +8,12 @@ and timeouts.
 
 from __future__ import annotations
 
-import json
 import os
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from rlm_core.backends.base import (
-    DEFAULT_TIMEOUT,
-    Backend,
-    LMResponse,
-    LMUsage,
-    resolve_api_key,
-    with_retries,
-)
-from rlm_core.backends.context_limits import context_limit as lookup_context_limit
-from rlm_core.backends.openai import (
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_BACKOFF,
-    UsageWarning,
-    accepted_params,
-    check_retry_settings,
-    describe_error,
-    import_sdk,
-    is_transient,
-    merge_extra_body,
-    split_known,
-)
+from rlm_core.backends.base import DEFAULT_TIMEOUT, LMResponse, LMUsage, resolve_api_key
+from rlm_core.backends.sdk import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF, SDKBackend
 from rlm_core.exceptions import BackendError
 from rlm_core.types import Messages
 
@@ -72,7 +53,7 @@ def split_system(messages: Messages) -> tuple[Messages, str | list[dict[str, Any
     return rest, blocks
 
 
-class AnthropicBackend(Backend):
+class AnthropicBackend(SDKBackend):
     """Anthropic's Messages API.
 
     ``backend_kwargs``:
@@ -91,6 +72,9 @@ class AnthropicBackend(Backend):
     """
 
     name = "anthropic"
+    sdk_module = "anthropic"
+    sdk_error = "AnthropicError"
+    create_method = "messages.create"
 
     def __init__(
         self,
@@ -104,98 +88,45 @@ class AnthropicBackend(Backend):
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
         **client_kwargs: Any,
     ) -> None:
-        super().__init__(
-            model_name=model_name, sampling_args=sampling_args, timeout=timeout, **client_kwargs
-        )
-        check_retry_settings(max_retries, retry_backoff)
-        self.max_retries = max_retries
-        self.retry_backoff = retry_backoff
         self.max_tokens = max_tokens
-        self._default_model = model_name
-        self._warn_no_usage = UsageWarning()
-        sdk = import_sdk("anthropic", self.name)
-        self._status_error: type[BaseException] = sdk.APIStatusError
-        self._connection_error: type[BaseException] = sdk.APIConnectionError
-        self._api_error: type[BaseException] = sdk.AnthropicError
+        super().__init__(
+            api_key,
+            model_name,
+            base_url,
+            sampling_args,
+            timeout,
+            max_retries,
+            retry_backoff,
+            **client_kwargs,
+        )
+
+    def _create_client(
+        self, sdk: ModuleType, api_key: str | None, base_url: str | None, kwargs: dict[str, Any]
+    ) -> Anthropic:
         key = resolve_api_key(
             api_key,
             ("ANTHROPIC_API_KEY",),
             self.name,
-            required=not (
-                client_kwargs.get("auth_token") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
-            ),
+            required=not (kwargs.get("auth_token") or os.environ.get("ANTHROPIC_AUTH_TOKEN")),
         )
-        kwargs: dict[str, Any] = {**client_kwargs, "timeout": timeout, "max_retries": 0}
         if key:
             kwargs["api_key"] = key
         if base_url:
             kwargs["base_url"] = base_url
-        try:
-            client: Anthropic = sdk.Anthropic(**kwargs)
-        except TypeError as exc:
-            raise BackendError(f"backend 'anthropic': unsupported backend_kwargs: {exc}") from exc
-        except self._api_error as exc:
-            raise BackendError(f"backend 'anthropic': {exc}") from exc
-        self._client = client
-        self.base_url: str = str(client.base_url)
-        """The URL requests go to (as the SDK resolved it)."""
-        self._create_params = accepted_params(client.messages.create)
+        client: Anthropic = self._make_client(sdk.Anthropic, **kwargs)
+        return client
 
-    def _is_retryable(self, exc: BaseException) -> bool:
-        return is_transient(exc, self._status_error, self._connection_error)
-
-    def complete(self, messages: Messages, model: str | None = None) -> LMResponse:
-        """Send ``messages`` to ``model`` (default ``model_name``), retrying transient errors."""
-        used_model = model or self._default_model
-        if not used_model:
-            raise BackendError(
-                "backend 'anthropic' needs a model: pass backend_kwargs={'model_name': ...}"
-            )
+    def _request(self, model: str, messages: Messages) -> dict[str, Any]:
         chat, system = split_system(messages)
         sampling = {
             k: v for k, v in self.sampling_args.items() if v is not None and k != "extra_body"
         }
-        known, unknown = split_known(sampling, self._create_params)
-        request: dict[str, Any] = {
-            "model": used_model,
-            "max_tokens": self.max_tokens,
-            "messages": chat,
-            **known,
-        }
+        request = self._with_sampling(
+            sampling, model=model, max_tokens=self.max_tokens, messages=chat
+        )
         if system is not None:
             request["system"] = system
-        extra_body = merge_extra_body(unknown, self.sampling_args)
-        if extra_body:
-            request["extra_body"] = extra_body
-        where = f"{self.name} ({self.base_url}, model {used_model!r})"
-
-        def call() -> Any:
-            return self._client.messages.create(**request)
-
-        try:
-            response = with_retries(
-                call,
-                is_retryable=self._is_retryable,
-                max_retries=self.max_retries,
-                backoff=self.retry_backoff,
-            )
-        except BackendError as exc:  # retries used up
-            last = exc.__cause__ or exc
-            raise BackendError(
-                f"{where}: gave up after {self.max_retries + 1} attempts; last error: "
-                f"{describe_error(last, self._status_error, self.timeout)}"
-            ) from last
-        except json.JSONDecodeError as exc:
-            raise BackendError(f"{where}: the reply body is not valid JSON ({exc})") from exc
-        except TypeError as exc:
-            raise BackendError(
-                f"{where}: the SDK rejected the request arguments ({exc}); check sampling_args"
-            ) from exc
-        except self._api_error as exc:
-            raise BackendError(
-                f"{where}: {describe_error(exc, self._status_error, self.timeout)}"
-            ) from exc
-        return self._parse(response, used_model, where)
+        return request
 
     def _parse(self, response: Any, model: str, where: str) -> LMResponse:
         content = getattr(response, "content", None)
@@ -220,11 +151,3 @@ class AnthropicBackend(Backend):
                 None,
             )
         return LMResponse("".join(texts), model, tokens)
-
-    def context_limit(self, model: str | None = None) -> int | None:
-        """The context window of ``model`` (default ``model_name``) when it is a known model."""
-        return lookup_context_limit(model or self._default_model)
-
-    def close(self) -> None:
-        """Close the SDK's HTTP connection pool."""
-        self._client.close()

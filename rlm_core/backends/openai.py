@@ -12,45 +12,22 @@ here on HTTP 408/429/5xx, connection errors and timeouts, with exponential backo
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
-import logging
 import os
-import threading
-from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from rlm_core.backends.base import (
-    DEFAULT_TIMEOUT,
-    Backend,
-    LMResponse,
-    LMUsage,
-    resolve_api_key,
-    with_retries,
-)
-from rlm_core.backends.context_limits import context_limit as lookup_context_limit
+from rlm_core.backends.base import LMResponse, LMUsage, resolve_api_key
+from rlm_core.backends.sdk import SDKBackend
 from rlm_core.exceptions import BackendError
 from rlm_core.types import Messages
 
 if TYPE_CHECKING:
     from openai import OpenAI
 
-logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_RETRIES = 3
-"""Retries after the first attempt of a call that failed transiently."""
-
-DEFAULT_RETRY_BACKOFF = 0.5
-"""Seconds before the first retry; doubled (with jitter) for each further retry."""
-
 PLACEHOLDER_API_KEY = "EMPTY"
 """Sent to self-hosted servers when no key is configured (they accept any key)."""
-
-RETRYABLE_STATUSES = frozenset({408, 429})
-"""HTTP statuses retried besides every 5xx."""
 
 OPENAI_HOST = "api.openai.com"
 
@@ -62,86 +39,6 @@ _GATEWAY_KEY_VARS: dict[str, str] = {
 """Hosts whose key variable ``backend='openai'`` reads when pointed at them (as ``rlms``)."""
 
 
-# -- helpers shared with the Anthropic backend -----------------------------------------------
-
-
-def import_sdk(module: str, backend: str) -> ModuleType:
-    """Import an optional LM SDK, or raise :class:`BackendError` naming the extra to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise BackendError(
-            f"backend {backend!r} needs the {module!r} package: pip install 'rlm-core[{module}]'"
-        ) from exc
-
-
-def check_retry_settings(max_retries: int, retry_backoff: float) -> None:
-    """Reject negative ``max_retries`` / ``retry_backoff`` with a clear error."""
-    if not isinstance(max_retries, int) or max_retries < 0:
-        raise BackendError(f"max_retries must be an int >= 0, not {max_retries!r}")
-    if retry_backoff < 0:
-        raise BackendError(f"retry_backoff must be >= 0 seconds, not {retry_backoff!r}")
-
-
-def is_transient(
-    exc: BaseException,
-    status_error: type[BaseException],
-    connection_error: type[BaseException],
-) -> bool:
-    """Whether an SDK error is worth retrying: HTTP 408/429/5xx, connection errors, timeouts."""
-    if isinstance(exc, connection_error):  # the SDKs' timeout errors subclass this
-        return True
-    if isinstance(exc, status_error):
-        status = int(getattr(exc, "status_code", 0) or 0)
-        return status in RETRYABLE_STATUSES or status >= 500
-    return False
-
-
-def server_message(exc: BaseException) -> str:
-    """The error message a server sent with an HTTP error (or the SDK's message)."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str) and err:
-            return err
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:500]
-    return str(getattr(exc, "message", None) or exc)
-
-
-def describe_error(exc: BaseException, status_error: type[BaseException], timeout: float) -> str:
-    """A one-line description of a failed API call."""
-    if isinstance(exc, status_error):
-        return f"HTTP {getattr(exc, 'status_code', '?')}: {server_message(exc)}"
-    if "timeout" in type(exc).__name__.lower():
-        return f"timed out (timeout={timeout}s)"
-    cause = exc.__cause__ or exc.__context__
-    detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
-    return f"{type(exc).__name__}: {exc}{detail}"
-
-
-class UsageWarning:
-    """Logs "the reply had no usage" once per backend instance (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._warned = False
-
-    def __call__(self, where: str) -> None:
-        """Log the warning unless this backend already did."""
-        with self._lock:
-            if self._warned:
-                return
-            self._warned = True
-        logger.warning(
-            "%s: the reply carried no token usage; recording 0 tokens for such replies "
-            "(logged once per backend)",
-            where,
-        )
-
-
 # -- sampling args (as rlms) -----------------------------------------------------------------
 
 
@@ -149,51 +46,14 @@ def normalize_sampling_args(sampling_args: dict[str, Any] | None) -> dict[str, A
     """Keyword arguments for ``chat.completions.create`` from ``sampling_args``.
 
     ``max_tokens`` is renamed ``max_completion_tokens``, ``extra_body`` is removed (see
-    :func:`merge_extra_body`) and ``None`` values are dropped, as ``rlms`` does.
+    :func:`~rlm_core.backends.sdk.merge_extra_body`) and ``None`` values are dropped, as
+    ``rlms`` does.
     """
     args = dict(sampling_args or {})
     if "max_tokens" in args:
         args["max_completion_tokens"] = args.pop("max_tokens")
     args.pop("extra_body", None)
     return {k: v for k, v in args.items() if v is not None}
-
-
-def merge_extra_body(
-    hardcoded: dict[str, Any] | None, sampling_args: dict[str, Any] | None
-) -> dict[str, Any]:
-    """``hardcoded`` updated with ``sampling_args["extra_body"]`` (the user's keys win)."""
-    merged = dict(hardcoded or {})
-    user = (sampling_args or {}).get("extra_body")
-    if user:
-        merged.update(user)
-    return merged
-
-
-def accepted_params(method: Callable[..., Any]) -> frozenset[str] | None:
-    """Keyword parameters an SDK method declares (``None``: it takes any keyword)."""
-    try:
-        params = inspect.signature(method).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return frozenset(p.name for p in params)
-
-
-def split_known(
-    args: dict[str, Any], known: frozenset[str] | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split ``args`` into those the SDK method takes and the rest (sent via ``extra_body``).
-
-    SDK releases drop or lag behind request parameters (``temperature``, ``top_k``, ...);
-    unknown ones still reach the server as top-level JSON fields this way.
-    """
-    if known is None:
-        return dict(args), {}
-    return (
-        {k: v for k, v in args.items() if k in known},
-        {k: v for k, v in args.items() if k not in known},
-    )
 
 
 def extract_cost(usage: Any) -> float | None:
@@ -233,7 +93,7 @@ def _message_text(content: Any) -> str:
 # -- backends --------------------------------------------------------------------------------
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(SDKBackend):
     """The OpenAI chat-completions API, or any OpenAI-compatible server.
 
     ``backend_kwargs``:
@@ -252,46 +112,16 @@ class OpenAIBackend(Backend):
     """
 
     name = "openai"
+    sdk_module = "openai"
+    sdk_error = "OpenAIError"
+    create_method = "chat.completions.create"
     default_base_url: ClassVar[str | None] = None
     """``base_url`` used when none is given (``None``: the SDK's default, the OpenAI API)."""
     base_url_env: ClassVar[str | None] = "OPENAI_BASE_URL"
     """Environment variable read for ``base_url`` when none is given."""
     requires_base_url: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        model_name: str | None = None,
-        base_url: str | None = None,
-        sampling_args: dict[str, Any] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
-        **client_kwargs: Any,
-    ) -> None:
-        super().__init__(
-            model_name=model_name, sampling_args=sampling_args, timeout=timeout, **client_kwargs
-        )
-        check_retry_settings(max_retries, retry_backoff)
-        self.max_retries = max_retries
-        self.retry_backoff = retry_backoff
-        self._default_model = model_name or self._fallback_model()
-        if self._default_model:
-            self.model_name = self._default_model
-        self._warn_no_usage = UsageWarning()
-        sdk = import_sdk("openai", self.name)
-        self._status_error: type[BaseException] = sdk.APIStatusError
-        self._connection_error: type[BaseException] = sdk.APIConnectionError
-        self._api_error: type[BaseException] = sdk.OpenAIError
-        self._client: OpenAI = self._create_client(sdk, api_key, base_url, dict(client_kwargs))
-        self.base_url: str = str(self._client.base_url)
-        """The URL requests go to (as the SDK resolved it)."""
-        self._create_params = accepted_params(self._client.chat.completions.create)
-
     # -- configuration hooks (overridden by the presets) -------------------------------------
-
-    def _fallback_model(self) -> str | None:
-        return None
 
     def _resolve_base_url(self, base_url: str | None) -> str | None:
         if base_url:
@@ -320,79 +150,19 @@ class OpenAIBackend(Backend):
         return key or PLACEHOLDER_API_KEY
 
     def _create_client(
-        self,
-        sdk: ModuleType,
-        api_key: str | None,
-        base_url: str | None,
-        client_kwargs: dict[str, Any],
+        self, sdk: ModuleType, api_key: str | None, base_url: str | None, kwargs: dict[str, Any]
     ) -> OpenAI:
         url = self._resolve_base_url(base_url)
         key = self._resolve_key(api_key, url)
-        return self._construct(
-            sdk.OpenAI, api_key=key, base_url=url, timeout=self.timeout, **client_kwargs
-        )
-
-    def _construct(self, cls: Any, **kwargs: Any) -> OpenAI:
-        kwargs["max_retries"] = 0  # retried by complete()
-        try:
-            client: OpenAI = cls(**kwargs)
-            return client
-        except TypeError as exc:
-            raise BackendError(f"backend {self.name!r}: unsupported backend_kwargs: {exc}") from exc
-        except self._api_error as exc:
-            raise BackendError(f"backend {self.name!r}: {exc}") from exc
+        client: OpenAI = self._make_client(sdk.OpenAI, api_key=key, base_url=url, **kwargs)
+        return client
 
     # -- calls -------------------------------------------------------------------------------
 
-    def _where(self, model: str) -> str:
-        return f"{self.name} ({self.base_url}, model {model!r})"
-
-    def _is_retryable(self, exc: BaseException) -> bool:
-        return is_transient(exc, self._status_error, self._connection_error)
-
-    def complete(self, messages: Messages, model: str | None = None) -> LMResponse:
-        """Send ``messages`` to ``model`` (default ``model_name``), retrying transient errors."""
-        used_model = model or self._default_model
-        if not used_model:
-            raise BackendError(
-                f"backend {self.name!r} needs a model: pass backend_kwargs={{'model_name': ...}}"
-            )
-        known, unknown = split_known(
-            normalize_sampling_args(self.sampling_args), self._create_params
+    def _request(self, model: str, messages: Messages) -> dict[str, Any]:
+        return self._with_sampling(
+            normalize_sampling_args(self.sampling_args), model=model, messages=messages
         )
-        request: dict[str, Any] = {"model": used_model, "messages": messages, **known}
-        extra_body = merge_extra_body(unknown, self.sampling_args)
-        if extra_body:
-            request["extra_body"] = extra_body
-        where = self._where(used_model)
-
-        def call() -> Any:
-            return self._client.chat.completions.create(**request)
-
-        try:
-            response = with_retries(
-                call,
-                is_retryable=self._is_retryable,
-                max_retries=self.max_retries,
-                backoff=self.retry_backoff,
-            )
-        except BackendError as exc:  # retries used up
-            last = exc.__cause__ or exc
-            raise BackendError(
-                f"{where}: gave up after {self.max_retries + 1} attempts; last error: "
-                f"{describe_error(last, self._status_error, self.timeout)}"
-            ) from last
-        except json.JSONDecodeError as exc:
-            raise BackendError(f"{where}: the reply body is not valid JSON ({exc})") from exc
-        except TypeError as exc:
-            raise BackendError(
-                f"{where}: the SDK rejected the request arguments ({exc}); check sampling_args"
-            ) from exc
-        except self._api_error as exc:
-            raise BackendError(
-                f"{where}: {describe_error(exc, self._status_error, self.timeout)}"
-            ) from exc
-        return self._parse(response, used_model, where)
 
     def _parse(self, response: Any, model: str, where: str) -> LMResponse:
         choices = getattr(response, "choices", None)
@@ -421,14 +191,6 @@ class OpenAIBackend(Backend):
                 extract_cost(usage),
             ),
         )
-
-    def context_limit(self, model: str | None = None) -> int | None:
-        """The context window of ``model`` (default ``model_name``) when it is a known model."""
-        return lookup_context_limit(model or self._default_model)
-
-    def close(self) -> None:
-        """Close the SDK's HTTP connection pool."""
-        self._client.close()
 
 
 def _preview(obj: Any, limit: int = 200) -> str:
@@ -528,15 +290,9 @@ class AzureOpenAIBackend(OpenAIBackend):
         return self.azure_deployment
 
     def _create_client(
-        self,
-        sdk: ModuleType,
-        api_key: str | None,
-        base_url: str | None,
-        client_kwargs: dict[str, Any],
+        self, sdk: ModuleType, api_key: str | None, base_url: str | None, kwargs: dict[str, Any]
     ) -> OpenAI:
-        token_auth = any(
-            client_kwargs.get(k) for k in ("azure_ad_token", "azure_ad_token_provider")
-        )
+        token_auth = any(kwargs.get(k) for k in ("azure_ad_token", "azure_ad_token_provider"))
         token_auth = token_auth or bool(os.environ.get("AZURE_OPENAI_AD_TOKEN"))
         key = resolve_api_key(
             api_key, ("AZURE_OPENAI_API_KEY",), self.name, required=not token_auth
@@ -545,12 +301,12 @@ class AzureOpenAIBackend(OpenAIBackend):
             raise BackendError(
                 "backend 'azure_openai' takes azure_endpoint (and azure_deployment), not base_url"
             )
-        return self._construct(
+        client: OpenAI = self._make_client(
             sdk.AzureOpenAI,
             api_key=key,
             azure_endpoint=self.azure_endpoint,
             api_version=self.api_version,
             azure_deployment=self.azure_deployment,
-            timeout=self.timeout,
-            **client_kwargs,
+            **kwargs,
         )
+        return client

@@ -1,0 +1,312 @@
+"""What the backends built on a vendor SDK (``openai``, ``anthropic``) share.
+
+:class:`SDKBackend` imports its SDK when a backend is created, not when this module is
+imported. It turns the SDK's own retries off and retries calls itself on HTTP 408/429/5xx,
+connection errors and timeouts, with exponential backoff, and reports every failure as one
+:class:`BackendError` line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import operator
+import threading
+from abc import abstractmethod
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
+
+from rlm_core.backends.base import DEFAULT_TIMEOUT, Backend, LMResponse, with_retries
+from rlm_core.backends.context_limits import context_limit as lookup_context_limit
+from rlm_core.exceptions import BackendError
+from rlm_core.types import Messages
+
+logger = logging.getLogger("rlm_core.backends.openai")
+"""Logs the "no token usage" warning of every SDK backend (under its documented name)."""
+
+T = TypeVar("T")
+
+DEFAULT_MAX_RETRIES = 3
+"""Retries after the first attempt of a call that failed transiently."""
+
+DEFAULT_RETRY_BACKOFF = 0.5
+"""Seconds before the first retry; doubled (with jitter) for each further retry."""
+
+RETRYABLE_STATUSES = frozenset({408, 429})
+"""HTTP statuses retried besides every 5xx."""
+
+
+def import_sdk(module: str, backend: str) -> ModuleType:
+    """Import an optional LM SDK, or raise :class:`BackendError` naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(
+            f"backend {backend!r} needs the {module!r} package: pip install 'rlm-core[{module}]'"
+        ) from exc
+
+
+def check_retry_settings(max_retries: int, retry_backoff: float) -> None:
+    """Reject negative ``max_retries`` / ``retry_backoff`` with a clear error."""
+    if not isinstance(max_retries, int) or max_retries < 0:
+        raise BackendError(f"max_retries must be an int >= 0, not {max_retries!r}")
+    if retry_backoff < 0:
+        raise BackendError(f"retry_backoff must be >= 0 seconds, not {retry_backoff!r}")
+
+
+def is_transient(
+    exc: BaseException,
+    status_error: type[BaseException],
+    connection_error: type[BaseException],
+) -> bool:
+    """Whether an SDK error is worth retrying: HTTP 408/429/5xx, connection errors, timeouts."""
+    if isinstance(exc, connection_error):  # the SDKs' timeout errors subclass this
+        return True
+    if isinstance(exc, status_error):
+        status = int(getattr(exc, "status_code", 0) or 0)
+        return status in RETRYABLE_STATUSES or status >= 500
+    return False
+
+
+def server_message(exc: BaseException) -> str:
+    """The error message a server sent with an HTTP error (or the SDK's message)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str) and err:
+            return err
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return str(getattr(exc, "message", None) or exc)
+
+
+def describe_error(exc: BaseException, status_error: type[BaseException], timeout: float) -> str:
+    """A one-line description of a failed API call."""
+    if isinstance(exc, status_error):
+        return f"HTTP {getattr(exc, 'status_code', '?')}: {server_message(exc)}"
+    if "timeout" in type(exc).__name__.lower():
+        return f"timed out (timeout={timeout}s)"
+    cause = exc.__cause__ or exc.__context__
+    detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+    return f"{type(exc).__name__}: {exc}{detail}"
+
+
+class UsageWarning:
+    """Logs "the reply had no usage" once per backend instance (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def __call__(self, where: str) -> None:
+        """Log the warning unless this backend already did."""
+        with self._lock:
+            if self._warned:
+                return
+            self._warned = True
+        logger.warning(
+            "%s: the reply carried no token usage; recording 0 tokens for such replies "
+            "(logged once per backend)",
+            where,
+        )
+
+
+# -- request arguments -----------------------------------------------------------------------
+
+
+def merge_extra_body(
+    hardcoded: dict[str, Any] | None, sampling_args: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``hardcoded`` updated with ``sampling_args["extra_body"]`` (the user's keys win)."""
+    merged = dict(hardcoded or {})
+    user = (sampling_args or {}).get("extra_body")
+    if user:
+        merged.update(user)
+    return merged
+
+
+def accepted_params(method: Callable[..., Any]) -> frozenset[str] | None:
+    """Keyword parameters an SDK method declares (``None``: it takes any keyword)."""
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params)
+
+
+def split_known(
+    args: dict[str, Any], known: frozenset[str] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``args`` into those the SDK method takes and the rest (sent via ``extra_body``).
+
+    SDK releases drop or lag behind request parameters (``temperature``, ``top_k``, ...);
+    unknown ones still reach the server as top-level JSON fields this way.
+    """
+    if known is None:
+        return dict(args), {}
+    return (
+        {k: v for k, v in args.items() if k in known},
+        {k: v for k, v in args.items() if k not in known},
+    )
+
+
+# -- the base class --------------------------------------------------------------------------
+
+
+class SDKBackend(Backend):
+    """A backend that calls an LM API through a vendor SDK.
+
+    The constructor checks ``max_retries`` / ``retry_backoff``, imports the SDK named by
+    :attr:`sdk_module` and creates the client with :meth:`_create_client`. :meth:`complete`
+    builds the request with :meth:`_request`, sends it through :meth:`_call` (retries, and
+    the SDK's errors turned into :class:`BackendError`) and reads the reply with
+    :meth:`_parse`.
+    """
+
+    sdk_module: ClassVar[str]
+    """The SDK's import name, which is also the ``rlm-core`` extra that installs it."""
+    sdk_error: ClassVar[str]
+    """The name of the SDK's base exception class."""
+    create_method: ClassVar[str]
+    """The client's request method, as a dotted path (``"messages.create"``, ...)."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model_name: str | None = None,
+        base_url: str | None = None,
+        sampling_args: dict[str, Any] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        **client_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model_name=model_name, sampling_args=sampling_args, timeout=timeout, **client_kwargs
+        )
+        check_retry_settings(max_retries, retry_backoff)
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self._default_model = model_name or self._fallback_model()
+        if self._default_model:
+            self.model_name = self._default_model
+        self._warn_no_usage = UsageWarning()
+        sdk = import_sdk(self.sdk_module, self.name)
+        self._status_error: type[BaseException] = sdk.APIStatusError
+        self._connection_error: type[BaseException] = sdk.APIConnectionError
+        self._api_error: type[BaseException] = getattr(sdk, self.sdk_error)
+        self._client: Any = self._create_client(sdk, api_key, base_url, dict(client_kwargs))
+        self.base_url: str = str(self._client.base_url)
+        """The URL requests go to (as the SDK resolved it)."""
+        self._create_method = operator.attrgetter(self.create_method)
+        self._create_params = accepted_params(self._create_method(self._client))
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def _fallback_model(self) -> str | None:
+        """The default model when ``model_name`` is not given."""
+        return None
+
+    @abstractmethod
+    def _create_client(
+        self, sdk: ModuleType, api_key: str | None, base_url: str | None, kwargs: dict[str, Any]
+    ) -> Any:
+        """The SDK client (made with :meth:`_make_client`)."""
+
+    @abstractmethod
+    def _request(self, model: str, messages: Messages) -> dict[str, Any]:
+        """Keyword arguments of the request method (built with :meth:`_with_sampling`)."""
+
+    @abstractmethod
+    def _parse(self, response: Any, model: str, where: str) -> LMResponse:
+        """The reply as an :class:`LMResponse`; :class:`BackendError` when it is malformed."""
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    def _make_client(self, factory: Callable[..., Any], **kwargs: Any) -> Any:
+        """``factory(**kwargs)`` with this backend's timeout and the SDK's retries off."""
+        kwargs["timeout"] = self.timeout
+        kwargs["max_retries"] = 0  # retried by _call()
+        try:
+            return factory(**kwargs)
+        except TypeError as exc:
+            raise BackendError(f"backend {self.name!r}: unsupported backend_kwargs: {exc}") from exc
+        except self._api_error as exc:
+            raise BackendError(f"backend {self.name!r}: {exc}") from exc
+
+    def _with_sampling(self, sampling: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """``fields`` and ``sampling`` as keyword arguments of the request method.
+
+        Arguments the method does not declare go into ``extra_body``, with the user's
+        ``sampling_args["extra_body"]``.
+        """
+        known, unknown = split_known(sampling, self._create_params)
+        request: dict[str, Any] = {**fields, **known}
+        extra_body = merge_extra_body(unknown, self.sampling_args)
+        if extra_body:
+            request["extra_body"] = extra_body
+        return request
+
+    def _where(self, model: str) -> str:
+        return f"{self.name} ({self.base_url}, model {model!r})"
+
+    def _is_retryable(self, exc: BaseException) -> bool:
+        return is_transient(exc, self._status_error, self._connection_error)
+
+    def _call(self, call: Callable[[], T], where: str) -> T:
+        """Run ``call``, retrying transient errors; any failure becomes a :class:`BackendError`."""
+        try:
+            return with_retries(
+                call,
+                is_retryable=self._is_retryable,
+                max_retries=self.max_retries,
+                backoff=self.retry_backoff,
+            )
+        except BackendError as exc:  # retries used up
+            last = exc.__cause__ or exc
+            raise BackendError(
+                f"{where}: gave up after {self.max_retries + 1} attempts; last error: "
+                f"{describe_error(last, self._status_error, self.timeout)}"
+            ) from last
+        except json.JSONDecodeError as exc:
+            raise BackendError(f"{where}: the reply body is not valid JSON ({exc})") from exc
+        except TypeError as exc:
+            raise BackendError(
+                f"{where}: the SDK rejected the request arguments ({exc}); check sampling_args"
+            ) from exc
+        except self._api_error as exc:
+            raise BackendError(
+                f"{where}: {describe_error(exc, self._status_error, self.timeout)}"
+            ) from exc
+
+    # -- the Backend interface ---------------------------------------------------------------
+
+    def complete(self, messages: Messages, model: str | None = None) -> LMResponse:
+        """Send ``messages`` to ``model`` (default ``model_name``), retrying transient errors."""
+        used_model = model or self._default_model
+        if not used_model:
+            raise BackendError(
+                f"backend {self.name!r} needs a model: pass backend_kwargs={{'model_name': ...}}"
+            )
+        request = self._request(used_model, messages)
+        where = self._where(used_model)
+
+        def call() -> Any:
+            return self._create_method(self._client)(**request)
+
+        return self._parse(self._call(call, where), used_model, where)
+
+    def context_limit(self, model: str | None = None) -> int | None:
+        """The context window of ``model`` (default ``model_name``) when it is a known model."""
+        return lookup_context_limit(model or self._default_model)
+
+    def close(self) -> None:
+        """Close the SDK's HTTP connection pool."""
+        self._client.close()
