@@ -346,6 +346,19 @@ class AgentServicer(pb_grpc.AgentServicer):
             locals=result.locals,
             timed_out=timed_out,
         )
+        size = response.ByteSize()
+        if size > MAX_MESSAGE_BYTES - 4096:  # a huge final answer: report it as the error
+            error = f"MessageTooLargeError: {codec.MessageTooLargeError('the cell result', size)}"
+            stderr = result.stderr
+            if stderr and not stderr.endswith("\n"):
+                stderr += "\n"
+            response = pb.ExecuteResponse(
+                stdout=result.stdout,
+                stderr=f"{stderr}{error}\n",
+                error=error,
+                execution_time=result.execution_time,
+                timed_out=timed_out,
+            )
         return response
 
     def run_cells_forever(self, stop: threading.Event) -> None:

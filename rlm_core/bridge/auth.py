@@ -12,7 +12,7 @@ import datetime
 import hmac
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -71,10 +71,11 @@ class TokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class TLSMaterial:
-    """A per-session self-signed certificate and its private key (PEM)."""
+    """A per-session self-signed certificate and its private key (PEM); ``repr`` leaves the
+    key out."""
 
     certificate: bytes
-    private_key: bytes
+    private_key: bytes = field(repr=False)
 
 
 def make_tls_material(hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TLSMaterial:

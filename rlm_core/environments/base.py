@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -125,8 +124,6 @@ class Session:
     """Depth of the code running in this environment (the owning RLM's depth + 1)."""
     custom_tools: list[ToolSpec] = field(default_factory=list)
     max_concurrent_subcalls: int = 4
-    on_subcall: Callable[[str, Any, str | None, RLMChatCompletion], None] | None = None
-    """Called by the core after each sub-call (used for hooks and callbacks)."""
 
 
 class Environment(ABC):
