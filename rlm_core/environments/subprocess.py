@@ -71,6 +71,11 @@ class SubprocessLauncher(Launcher):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
+        if self.memory_limit_mb:
+            # glibc reserves 64 MB of address space per malloc arena (up to 8 per CPU, one
+            # per busy thread); under an address-space limit those reservations, not the
+            # cell's data, would use up the limit. Two arenas keep it for the cell.
+            env["MALLOC_ARENA_MAX"] = "2"
         env.update(self.extra_env)
         return env
 
@@ -174,8 +179,9 @@ class SubprocessEnvironment(AgentEnvironment):
     """Cells run in a child Python process; see the module docstring.
 
     ``environment_kwargs`` beyond :class:`AgentEnvironment`'s: ``python`` (interpreter,
-    default this one), ``memory_limit_mb`` (address-space limit of the child; leave room
-    for the interpreter and gRPC, about 300 MB) and ``env`` (extra environment variables).
+    default this one), ``memory_limit_mb`` (address-space limit of the child: the agent
+    itself, interpreter, gRPC and thread stacks, takes about 250 MB of it, so add what the
+    cells need on top) and ``env`` (extra environment variables).
     """
 
     name = "subprocess"
@@ -195,7 +201,9 @@ class SubprocessEnvironment(AgentEnvironment):
 
     def make_launcher(self) -> Launcher:
         """A :class:`SubprocessLauncher` with this environment's settings."""
-        self.launcher = SubprocessLauncher(self.python, self.memory_limit_mb, self.env)
+        self.launcher = SubprocessLauncher(
+            self.python, self.memory_limit_mb, self.env, ready_timeout=self.startup_timeout
+        )
         return self.launcher
 
     @property

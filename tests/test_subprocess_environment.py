@@ -1,0 +1,704 @@
+"""The ``subprocess`` environment's failure paths, with real agent processes.
+
+Timeouts that keep state, agents restarted after ignoring an interrupt, agents that die,
+the memory limit, nothing left running after close or after the host dies, contexts of
+any size, variables and custom tools over the bridge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scripts import Script, finish, repl
+
+from rlm_core import RLM
+from rlm_core.environments.base import Session, parse_tools
+from rlm_core.environments.subprocess import SubprocessEnvironment
+from rlm_core.exceptions import SandboxCrashedError, SandboxError, SandboxRestartedError
+from rlm_core.types import RLMChatCompletion, UsageSummary
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and signals"),
+]
+
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+IGNORES_INTERRUPTS = (
+    "import time\nwhile True:\n    try:\n        time.sleep(60)\n    except BaseException:\n"
+    "        pass"
+)
+
+Messages = list[dict[str, Any]]
+
+
+class EchoHandler:
+    """A SubcallHandler that answers every call with a deterministic string."""
+
+    def _c(self, prompt: Any, kind: str) -> RLMChatCompletion:
+        return RLMChatCompletion("echo", prompt, f"{kind}:{prompt}", UsageSummary(), 0.0)
+
+    def llm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
+        return self._c(prompt, "llm")
+
+    def llm_query_batched(
+        self, prompts: list[Any], model: str | None = None
+    ) -> list[RLMChatCompletion]:
+        return [self._c(p, "llm") for p in prompts]
+
+    def rlm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
+        return self._c(prompt, "rlm")
+
+    def rlm_query_batched(
+        self, prompts: list[Any], model: str | None = None
+    ) -> list[RLMChatCompletion]:
+        return [self._c(p, "rlm") for p in prompts]
+
+
+def start(session: Session | None = None, **kwargs: Any) -> SubprocessEnvironment:
+    env = SubprocessEnvironment(**kwargs)
+    env.start(session or Session(subcalls=EchoHandler()))
+    return env
+
+
+@pytest.fixture
+def env() -> Iterator[SubprocessEnvironment]:
+    e = start(interrupt_grace=1)
+    e.add_context("the context")
+    yield e
+    e.close()
+
+
+def pid_of(env: SubprocessEnvironment) -> int:
+    pid = env.agent_pid
+    assert pid is not None
+    return pid
+
+
+def gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def wait_gone(pid: int, bound: float = 30.0) -> bool:
+    deadline = time.monotonic() + bound
+    while not gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def since_last_reply(messages: Messages) -> str:
+    """What the root LM was shown after its last reply (the REPL output and next prompt)."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+    return "\n".join(str(m["content"]) for m in messages[last + 1 :])
+
+
+def make_rlm(script: Any, **kwargs: Any) -> RLM:
+    return RLM(
+        backend="scripted",
+        backend_kwargs={"responses": script},
+        environment="subprocess",
+        **kwargs,
+    )
+
+
+# -- 1. a timeout interrupts the cell and keeps the session -----------------------------
+
+
+def test_timeout_interrupts_a_sleeping_cell_and_keeps_state(env: SubprocessEnvironment) -> None:
+    pid = pid_of(env)
+    assert env.execute("x = 1").error is None
+    result = env.execute("print('before the sleep')\nimport time\ntime.sleep(60)", timeout=1)
+    assert result.error is not None
+    assert "CellTimeout" in result.error and "timeout" in result.error
+    assert result.stdout == "before the sleep\n"
+    assert "CellTimeout" in result.stderr
+    after = env.execute("print(x)")
+    assert after.error is None and after.stdout == "1\n"
+    assert pid_of(env) == pid
+
+
+def test_cell_timeout_kwarg_interrupts_a_busy_loop() -> None:
+    env = start(cell_timeout=1, interrupt_grace=1)
+    try:
+        pid = pid_of(env)
+        env.execute("x = 'kept'")
+        result = env.execute("while True:\n    pass")
+        assert result.error is not None and "CellTimeout" in result.error
+        assert env.execute("print(x)").stdout == "kept\n"
+        assert pid_of(env) == pid
+    finally:
+        env.close()
+
+
+def test_except_exception_does_not_swallow_the_timeout(env: SubprocessEnvironment) -> None:
+    pid = pid_of(env)
+    result = env.execute(
+        "import time\ntry:\n    time.sleep(60)\nexcept Exception:\n    pass\nprint('swallowed')",
+        timeout=1,
+    )
+    assert result.error is not None and "CellTimeout" in result.error
+    assert "swallowed" not in result.stdout
+    assert env.execute("print('next')").stdout == "next\n"
+    assert pid_of(env) == pid
+
+
+def test_the_shorter_of_the_two_timeouts_applies() -> None:
+    env = start(cell_timeout=60, interrupt_grace=1)
+    try:
+        result = env.execute("import time\ntime.sleep(60)", timeout=1)
+        assert result.error is not None and "CellTimeout" in result.error
+    finally:
+        env.close()
+
+
+# -- 2. a cell that ignores the interrupt gets the agent restarted ----------------------
+
+
+def test_a_cell_ignoring_the_interrupt_restarts_the_agent(env: SubprocessEnvironment) -> None:
+    old_pid = pid_of(env)
+    env.add_context({"second": 2})
+    env.set_variable("history", [{"role": "user", "content": "kept"}])
+    assert env.execute("x = 1").error is None
+    with pytest.raises(SandboxRestartedError, match="lost") as info:
+        env.execute(IGNORES_INTERRUPTS, timeout=1)
+    assert "restarted" in str(info.value)
+    new_pid = pid_of(env)
+    assert new_pid != old_pid
+    assert gone(old_pid)
+    with pytest.raises(KeyError):
+        env.get_variable("x")
+    result = env.execute("print('x' in dir())\nprint(context)\nprint(context_1)\nprint(history)")
+    assert result.error is None, result.stderr
+    assert result.stdout.splitlines() == [
+        "False",
+        "the context",
+        "{'second': 2}",
+        "[{'role': 'user', 'content': 'kept'}]",
+    ]
+    # the new agent interrupts cells like the old one
+    assert "CellTimeout" in (env.execute("while True: pass", timeout=1).error or "")
+    assert pid_of(env) == new_pid
+
+
+@pytest.mark.timeout(60)
+def test_the_rlm_loop_reports_timeouts_and_restarts_to_the_lm() -> None:
+    seen: list[str] = []
+    steps = [
+        repl("x = 5\nprint('pid', __import__('os').getpid())"),
+        repl("import time\ntime.sleep(60)"),
+        repl("print(x)"),
+        repl(IGNORES_INTERRUPTS),
+        repl("print(context)\nprint('x' in dir())"),
+        finish("recovered"),
+    ]
+
+    def root(messages: Messages) -> str:
+        seen.append(since_last_reply(messages))
+        return steps[sum(1 for m in messages if m["role"] == "assistant")]
+
+    rlm = make_rlm(
+        Script(root), environment_kwargs={"cell_timeout": 1, "interrupt_grace": 1}, max_errors=5
+    )
+    assert rlm.completion("the context").response == "recovered"
+    timeout_output, kept_output, restart_output, after_restart = seen[2:6]
+    assert "CellTimeout" in timeout_output
+    assert "\n5\n" in kept_output
+    assert "SandboxRestartedError" in restart_output and "lost" in restart_output
+    assert "the context" in after_restart and "False" in after_restart
+    first_pid = int(seen[1].split("pid ")[1].split()[0])
+    assert wait_gone(first_pid)
+
+
+# -- 3. an agent that dies --------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("code", "status", "named"),
+    [
+        ("import os\nos._exit(7)", 7, "exit status 7"),
+        ("import ctypes\nctypes.string_at(0)", -11, "SIGSEGV"),
+        ("import os\nos.kill(os.getpid(), 9)", -9, "SIGKILL"),
+    ],
+    ids=["os._exit", "segfault", "sigkill"],
+)
+def test_a_dying_agent_raises_sandbox_crashed(code: str, status: int, named: str) -> None:
+    env = start()
+    try:
+        pid = pid_of(env)
+        assert env.execute("print('alive')").stdout == "alive\n"
+        with pytest.raises(SandboxCrashedError) as info:
+            env.execute(code)
+        assert info.value.exit_status == status
+        assert named in str(info.value)
+        assert gone(pid)
+    finally:
+        env.close()
+    env.close()  # twice is fine
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_killed_from_outside_between_cells() -> None:
+    env = start()
+    try:
+        pid = pid_of(env)
+        assert env.execute("x = 1").error is None
+        os.kill(pid, signal.SIGKILL)
+        assert wait_gone(pid)
+        with pytest.raises(SandboxCrashedError, match="SIGKILL") as info:
+            env.execute("print(x)")
+        assert info.value.exit_status == -9
+        with pytest.raises(SandboxCrashedError):
+            env.get_variable("x")
+        with pytest.raises(SandboxCrashedError):
+            env.set_variable("y", 1)
+    finally:
+        env.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_crash_propagates_out_of_the_rlm_loop() -> None:
+    seen: list[str] = []
+    steps = [repl("print('pid', __import__('os').getpid())"), repl("import os\nos._exit(7)")]
+
+    def root(messages: Messages) -> str:
+        seen.append(since_last_reply(messages))
+        return steps[sum(1 for m in messages if m["role"] == "assistant")]
+
+    rlm = make_rlm(Script(root))
+    with pytest.raises(SandboxCrashedError) as info:
+        rlm.completion("c")
+    assert info.value.exit_status == 7
+    pid = int(seen[1].split("pid ")[1].split()[0])
+    assert wait_gone(pid)
+
+
+@pytest.mark.timeout(60)
+def test_an_interpreter_that_exits_at_once_fails_the_start(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'cannot run the agent here' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    env = SubprocessEnvironment(python=str(fake))
+    try:
+        with pytest.raises(SandboxError, match="cannot run the agent here") as info:
+            env.start(Session(subcalls=EchoHandler()))
+        assert "exit status 3" in str(info.value)
+    finally:
+        env.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_that_never_gets_ready_fails_within_the_startup_timeout(
+    tmp_path: Path,
+) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexec sleep 600\n")
+    fake.chmod(0o755)
+    env = SubprocessEnvironment(python=str(fake), startup_timeout=1)
+    try:
+        with pytest.raises(SandboxError, match="did not start"):
+            env.start(Session(subcalls=EchoHandler()))
+        pid = env.agent_pid
+        assert pid is not None and wait_gone(pid)
+    finally:
+        env.close()
+
+
+# -- 4. the memory limit ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_memory_limit_turns_a_huge_allocation_into_a_memory_error() -> None:
+    env = start(memory_limit_mb=600)
+    try:
+        pid = pid_of(env)
+        with open(f"/proc/{pid}/limits", encoding="utf-8") as f:
+            line = next(x for x in f if x.startswith("Max address space"))
+        assert line.split()[3] == str(600 * 1024 * 1024)
+        result = env.execute("print('before')\nb = bytearray(2 * 1024**3)")
+        assert result.error == "MemoryError"
+        assert result.stdout == "before\n"
+        assert env.execute("print('survived')").stdout == "survived\n"
+        assert pid_of(env) == pid
+        # a limit is about the cell's data: well under it, allocations work, repeatedly
+        small = env.execute("b = bytearray(200 * 1024**2)\nprint(len(b) // 1024**2)\ndel b")
+        assert small.error is None, small.stderr
+        assert small.stdout == "200\n"
+        assert env.execute("print(len(llm_query_batched(list('abcdefgh'))))").stdout == "8\n"
+        assert env.execute("b = bytearray(2 * 1024**3)").error == "MemoryError"
+        assert env.execute("print('still')").stdout == "still\n"
+    finally:
+        env.close()
+
+
+# -- 5. nothing left running ------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_close_stops_the_agent_and_removes_its_socket_directory() -> None:
+    env = start()
+    pid = pid_of(env)
+    socket_dir = os.readlink(f"/proc/{pid}/cwd")
+    assert os.path.exists(os.path.join(socket_dir, "agent.sock"))
+    env.close()
+    assert wait_gone(pid)
+    assert not os.path.exists(socket_dir)
+    env.close()
+
+
+@pytest.mark.timeout(60)
+def test_close_kills_an_agent_stuck_in_a_cell_that_ignores_sigterm(tmp_path: Path) -> None:
+    marker = tmp_path / "running"
+    env = start()
+    pid = pid_of(env)
+    env.execute("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)")
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            # no timeout: runs until the agent is killed
+            env.execute(f"open({str(marker)!r}, 'w').close()\n" + IGNORES_INTERRUPTS)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
+    assert str(env.get_variable("signal")).startswith("<module 'signal'")  # still answers
+    env.close()
+    assert wait_gone(pid)
+    worker.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], SandboxError), outcome
+
+
+HOST_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from rlm_core.environments.base import Session
+    from rlm_core.environments.subprocess import SubprocessEnvironment
+
+    env = SubprocessEnvironment(heartbeat_timeout=5)
+    env.start(Session(subcalls=None))
+    env.add_context("c")
+    assert env.execute("x = 1").error is None
+    print(env.agent_pid, flush=True)
+    if sys.argv[1] == "exit":
+        os._exit(0)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_the_agent_dies_with_its_host(how: str) -> None:
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST_SCRIPT, how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    agent_pid = None
+    socket_dir = None
+    try:
+        assert host.stdout is not None
+        line = host.stdout.readline()
+        assert line.strip().isdigit(), host.stderr.read() if host.stderr else line
+        agent_pid = int(line)
+        socket_dir = os.readlink(f"/proc/{agent_pid}/cwd")  # a dead host cannot remove it
+        if how == "sigkill":
+            assert not gone(agent_pid)
+            host.kill()
+        assert host.wait(timeout=30) == (0 if how == "exit" else -9)
+        assert wait_gone(agent_pid, 30.0)
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+        if agent_pid is not None and not gone(agent_pid):
+            os.kill(agent_pid, signal.SIGKILL)
+        if socket_dir is not None and os.path.basename(socket_dir).startswith("rlm-agent-"):
+            shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_whose_host_never_speaks_exits_by_itself() -> None:
+    directory = tempfile.mkdtemp(prefix="rlm-test-")
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rlm_core.agent",
+            "--listen",
+            f"unix:{directory}/agent.sock",
+            "--secrets-stdin",
+            "--heartbeat-timeout",
+            "2",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        start_new_session=True,
+    )
+    try:
+        assert agent.stdin is not None and agent.stdout is not None
+        assert agent.stderr is not None
+        agent.stdin.write(json.dumps({"token": "never-used-token"}) + "\n")
+        agent.stdin.close()
+        assert agent.stdout.readline().startswith("RLM-AGENT-READY")
+        assert agent.wait(timeout=30) == 0
+        assert "no word from the host" in agent.stderr.read()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- 6. contexts of any size ------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_50_mib_context_streams_in_and_cells_do_not_resend_it() -> None:
+    payload = os.urandom(25 * 1024 * 1024).hex()
+    assert len(payload) == 50 * 1024 * 1024
+    digest = hashlib.sha256(payload.encode()).hexdigest()
+    env = start()
+    try:
+        assert env.add_context(payload) == 0
+        result = env.execute(
+            "import hashlib\n"
+            "print(len(context) == 50 * 1024 * 1024, context is context_0)\n"
+            "print(context[:32], context[-32:], context[3 * 1024 * 1024 + 5 : 3 * 1024 * 1024 + 37])\n"
+            "print(hashlib.sha256(context.encode()).hexdigest())"
+        )
+        assert result.error is None, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == "True True"
+        middle = payload[3 * 1024 * 1024 + 5 : 3 * 1024 * 1024 + 37]
+        assert lines[1] == f"{payload[:32]} {payload[-32:]} {middle}"
+        assert lines[2] == digest
+        pid = pid_of(env)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+        assert len(cmdline) < 4096
+        assert payload[:64].encode() not in cmdline + environ
+        for i in range(20):
+            cell = env.execute(f"n = {i}")
+            assert cell.error is None and cell.final_answer is None
+        assert env.get_variable("n") == 19
+    finally:
+        env.close()
+
+
+def test_multibyte_text_across_chunk_boundaries(env: SubprocessEnvironment) -> None:
+    text = "a" + "é€😀" * (400 * 1024)  # about 3.6 MB: characters straddle 1 MiB chunks
+    env.add_context(text, 0)
+    result = env.execute(
+        "import hashlib\nprint(len(context), hashlib.sha256(context.encode()).hexdigest())"
+    )
+    assert result.stdout.split() == [str(len(text)), hashlib.sha256(text.encode()).hexdigest()]
+
+
+def test_bytes_dict_and_list_contexts_round_trip(env: SubprocessEnvironment) -> None:
+    raw = bytes(range(256)) * 3
+    nested = {"a": [1, 2.5, None, True], "b": {"c": "ü"}}
+    items = [1, "two", None, {"k": [3]}]
+    assert env.add_context(raw) == 1
+    assert env.add_context(nested) == 2
+    assert env.add_context(items) == 3
+    assert env.add_context("the second text") == 4
+    assert env.get_context_count() == 5
+    result = env.execute(
+        "print(type(context_1).__name__, type(context_2).__name__, type(context_3).__name__)\n"
+        f"print(context_1 == {raw!r}, context_2 == {nested!r}, context_3 == {items!r})\n"
+        "print(context, '|', context_0, '|', context_4)"
+    )
+    assert result.error is None, result.stderr
+    assert result.stdout.splitlines() == [
+        "bytes dict list",
+        "True True True",
+        "the context | the context | the second text",
+    ]
+    assert env.get_variable("context_2") == nested
+    assert env.get_variable("context_3") == items
+    assert env.get_variable("context_1") == repr(raw)  # bytes are not JSON: repr
+
+
+def test_empty_contexts(env: SubprocessEnvironment) -> None:
+    env.add_context("", 0)
+    env.add_context(b"")
+    env.add_context([])
+    result = env.execute("print(repr(context), repr(context_1), repr(context_2))")
+    assert result.stdout == "'' b'' []\n"
+
+
+# -- 7. variables -----------------------------------------------------------------------
+
+
+def test_variables_round_trip_as_json(env: SubprocessEnvironment) -> None:
+    value = {"n": 1, "f": 2.5, "s": "ß", "l": [None, True, False], "d": {"x": []}}
+    env.set_variable("v", value)
+    assert env.get_variable("v") == value
+    assert env.execute("print(type(v).__name__, v['l'])").stdout == "dict [None, True, False]\n"
+    env.set_variable("items", [1])
+    env.extend_variable("items", [2, {"three": 3}])
+    assert env.get_variable("items") == [1, 2, {"three": 3}]
+    assert env.execute("items.append(4)\nprint(len(items))").stdout == "4\n"
+    assert env.get_variable("items")[-1] == 4
+    env.set_variable("v", "replaced")
+    assert env.get_variable("v") == "replaced"
+
+
+def test_non_json_values_come_back_as_repr(env: SubprocessEnvironment) -> None:
+    env.execute(
+        "s = {1, 2}\ndef f():\n    return 1\nclass K:\n    def __repr__(self):\n"
+        "        return 'K!'\nk = K()"
+    )
+    assert env.get_variable("s") == "{1, 2}"
+    assert str(env.get_variable("f")).startswith("<function f")
+    assert env.get_variable("k") == "K!"
+
+
+def test_variable_errors(env: SubprocessEnvironment) -> None:
+    with pytest.raises(KeyError):
+        env.get_variable("missing")
+    with pytest.raises(SandboxError, match="JSON"):
+        env.set_variable("bad", {1, 2})
+    env.set_variable("n", 3)
+    with pytest.raises(SandboxError, match="cannot extend"):
+        env.extend_variable("n", [1])
+    with pytest.raises(SandboxError, match="cannot extend"):
+        env.extend_variable("missing", [1])
+    assert env.get_variable("n") == 3  # the session is fine after the failures
+
+
+# -- 8. custom tools over the bridge ----------------------------------------------------
+
+
+def test_custom_tools_cross_the_bridge() -> None:
+    calls: list[Any] = []
+
+    def triple(x: Any, scale: int = 1) -> dict[str, Any]:
+        calls.append((x, scale))
+        return {"value": x * 3 * scale, "list": [x]}
+
+    def boom(x: Any) -> None:
+        raise ValueError(f"bad input {x}")
+
+    tools = parse_tools(
+        {
+            "triple": {"tool": triple, "description": "Triples"},
+            "boom": boom,
+            "unjson": lambda: {1, 2},
+            "RATE": 21,
+            "TABLE": {"rows": [[1, "a"], [2, "b"]]},
+            "helper": {"source": "def helper(x):\n    return x * 3"},
+        }
+    )
+    env = start(Session(subcalls=EchoHandler(), custom_tools=tools))
+    try:
+        result = env.execute(
+            "print(triple(2), triple('ab', scale=2))\n"
+            "print(RATE, TABLE['rows'][1], type(TABLE).__name__)\n"
+            "print(helper(4), helper('x'))\n"
+            "try:\n    boom(1)\nexcept Exception as e:\n    print(type(e).__name__, '|', e)\n"
+            "try:\n    unjson()\nexcept Exception as e:\n    print(type(e).__name__, '|', e)\n"
+            "try:\n    triple({1})\nexcept TypeError as e:\n    print('TypeError', '|', e)"
+        )
+        assert result.error is None, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == "{'value': 6, 'list': [2]} {'value': 'abababababab', 'list': ['ab']}"
+        assert lines[1] == "21 [2, 'b'] dict"
+        assert lines[2] == "12 xxx"
+        kind, message = lines[3].split(" | ")
+        assert kind == "HostToolError"
+        assert "ValueError" in message and "bad input 1" in message and "boom" in message
+        kind, message = lines[4].split(" | ")
+        assert kind == "HostToolError" and "JSON" in message
+        kind, message = lines[5].split(" | ")
+        assert "JSON" in message
+        assert calls == [(2, 1), ("ab", 2)]
+        assert set(env.execute("pass").locals) >= {"RATE", "TABLE", "helper"}
+    finally:
+        env.close()
+
+
+def test_custom_tools_in_an_rlm_run() -> None:
+    rate = 7
+    calls: list[int] = []
+
+    def lookup(key: str) -> list[int]:
+        calls.append(len(key))
+        return [len(key), rate]
+
+    script = Script(
+        [
+            repl("got = lookup(context)\nprint(got, helper(RATE))"),
+            repl("answer['content'] = f'{got[0] * RATE}-{helper(1)}'\nanswer['ready'] = True"),
+        ]
+    )
+    rlm = make_rlm(
+        script,
+        custom_tools={
+            "lookup": {"tool": lookup, "description": "Looks up"},
+            "RATE": rate,
+            "helper": {"source": "def helper(x):\n    return x * 3"},
+        },
+    )
+    assert rlm.completion("abcd").response == "28-3"
+    assert calls == [4]
+
+
+def test_a_non_json_tool_value_fails_at_start() -> None:
+    env = SubprocessEnvironment()
+    session = Session(subcalls=EchoHandler(), custom_tools=parse_tools({"bad": {1, 2}}))
+    try:
+        with pytest.raises(SandboxError, match=r"'bad'.*JSON") as info:
+            env.start(session)
+        assert "set" in str(info.value)
+        pid = env.agent_pid
+        if pid is not None:
+            assert wait_gone(pid)
+    finally:
+        env.close()
