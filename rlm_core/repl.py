@@ -13,6 +13,7 @@ import builtins
 import io
 import itertools
 import linecache
+import os
 import sys
 import threading
 import time
@@ -122,6 +123,18 @@ def capture_output(
 
 
 # -- the namespace ----------------------------------------------------------------------
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _cell_traceback(exc: BaseException) -> str:
+    """The traceback of an exception raised by a cell, without rlm-core's own frames
+    (the REPL machinery, sub-call plumbing, signal handlers): the model sees its code."""
+    report = traceback.TracebackException.from_exception(exc)
+    frames = [f for f in report.stack if not f.filename.startswith(_PACKAGE_DIR)]
+    report.stack = traceback.StackSummary.from_list(frames)
+    return "".join(report.format())
 
 
 def _no_input(*_args: Any, **_kwargs: Any) -> str:
@@ -273,11 +286,7 @@ class REPLNamespace:
                 if reraise_interrupt and isinstance(exc, KeyboardInterrupt):
                     raise
                 error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                tb = exc.__traceback__
-                # Drop this function's own frame so the traceback starts in the cell.
-                if tb is not None and tb.tb_frame.f_code is REPLNamespace.run.__code__:
-                    tb = tb.tb_next
-                err.write("".join(traceback.format_exception(type(exc), exc, tb)))
+                err.write(_cell_traceback(exc))
             finally:
                 linecache.cache.pop(filename, None)
         self._restore_scaffold()

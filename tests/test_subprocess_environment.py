@@ -416,7 +416,7 @@ HOST_SCRIPT = textwrap.dedent(
     env.start(Session(subcalls=None))
     env.add_context("c")
     assert env.execute("x = 1").error is None
-    print(env.agent_pid, flush=True)
+    print(env.agent_pid, env.launcher._dir, flush=True)
     if sys.argv[1] == "exit":
         os._exit(0)
     time.sleep(600)
@@ -439,9 +439,10 @@ def test_the_agent_dies_with_its_host(how: str) -> None:
     try:
         assert host.stdout is not None
         line = host.stdout.readline()
-        assert line.strip().isdigit(), host.stderr.read() if host.stderr else line
-        agent_pid = int(line)
-        socket_dir = os.readlink(f"/proc/{agent_pid}/cwd")  # a dead host cannot remove it
+        fields = line.split()
+        assert len(fields) == 2 and fields[0].isdigit(), host.stderr.read() if host.stderr else line
+        agent_pid = int(fields[0])
+        socket_dir = fields[1]  # a dead host cannot remove it
         if how == "sigkill":
             assert not gone(agent_pid)
             host.kill()

@@ -48,9 +48,13 @@ class CellTimeout(BaseException):
     A ``BaseException`` so that ``except Exception`` in the cell does not swallow it.
     """
 
+    __module__ = "builtins"  # shown to the model as plain ``CellTimeout``
+
 
 class HostToolError(Exception):
     """A host-side tool raised; the message names the host exception."""
+
+    __module__ = "builtins"  # shown to the model as plain ``HostToolError``
 
 
 def _error_completion(prompt: Any, model: str | None, message: str) -> RLMChatCompletion:

@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from rlm_core.bridge import CHUNK_BYTES, MAX_MESSAGE_BYTES
+from rlm_core.exceptions import SandboxError
 from rlm_core.types import RLMChatCompletion
 
 TEXT, BYTES, JSON = 1, 2, 3
 """Context kinds (the ``ContextKind`` enum values of the protocol)."""
 
 
-class MessageTooLargeError(ValueError):
+class MessageTooLargeError(SandboxError, ValueError):
     """A value would exceed :data:`MAX_MESSAGE_BYTES` on the wire."""
 
     def __init__(self, what: str, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
