@@ -14,6 +14,24 @@ import argparse
 import sys
 
 
+def _apply_process_limits(memory_limit_mb: int | None, parent: int | None) -> None:
+    if parent is not None and sys.platform.startswith("linux"):
+        import ctypes
+        import os
+        import signal
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the launcher died before the signal was armed
+            raise SystemExit(3)
+    if memory_limit_mb is not None:
+        import resource
+
+        limit = memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and serve until the session ends."""
     parser = argparse.ArgumentParser(prog="python -m rlm_core.agent", description=__doc__)
@@ -32,7 +50,21 @@ def main(argv: list[str] | None = None) -> int:
         help="exit when the host is silent this many seconds (default 30)",
     )
     parser.add_argument("--workers", type=int, default=32, help="gRPC worker threads")
+    parser.add_argument(
+        "--memory-limit-mb",
+        type=int,
+        default=None,
+        help="cap this process's address space (cells get MemoryError beyond it)",
+    )
+    parser.add_argument(
+        "--die-with-parent",
+        type=int,
+        default=None,
+        metavar="PPID",
+        help="exit when the process PPID (the launcher) dies (Linux parent-death signal)",
+    )
     args = parser.parse_args(argv)
+    _apply_process_limits(args.memory_limit_mb, args.die_with_parent)
 
     from rlm_core.bridge.agent_server import serve
 

@@ -9,93 +9,73 @@ It is process isolation, not a security sandbox: the child runs as the same user
 
 from __future__ import annotations
 
+import atexit
 import collections
-import contextlib
-import ctypes
+import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlm_core.bridge.auth import make_tls_material, new_token
 from rlm_core.bridge.client import Endpoint
 from rlm_core.environments.agent import AgentEnvironment, AgentSecrets, Launcher
 from rlm_core.exceptions import SandboxError
 
+log = logging.getLogger(__name__)
+
 _PR_SET_PDEATHSIG = 1
 _READY_PREFIX = "RLM-AGENT-READY"
 
-# Children are forked from one long-lived thread: Linux sends the parent-death signal when
-# the *thread* that forked the child exits, so forking from short-lived worker threads
-# would kill agents early.
+# Children are started from one long-lived thread: Linux sends the parent-death signal when
+# the *thread* that started the child exits, so starting agents from short-lived worker
+# threads would kill them early. The agent arms the signal itself (--die-with-parent).
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-agent-spawner")
 
 
-def _child_setup(memory_limit_bytes: int | None) -> None:  # runs in the child after fork
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if memory_limit_bytes is not None:
-        import resource
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything that decides how an agent process is started (the key of a spare)."""
 
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    python: str
+    memory_limit_mb: int | None
+    env: tuple[tuple[str, str], ...]
+    heartbeat_timeout: float
+    tls: bool
 
 
-class SubprocessLauncher(Launcher):
-    """Starts ``python -m rlm_core.agent`` as a child process on a private Unix socket."""
+class AgentProcess:
+    """One ``python -m rlm_core.agent`` child on a private Unix socket."""
 
-    def __init__(
-        self,
-        python: str | None = None,
-        memory_limit_mb: int | None = None,
-        env: dict[str, str] | None = None,
-        ready_timeout: float = 60.0,
-    ) -> None:
-        self.python = python or sys.executable
-        self.memory_limit_mb = memory_limit_mb
-        self.extra_env = dict(env or {})
-        self.ready_timeout = ready_timeout
-        self.process: subprocess.Popen[str] | None = None
-        self._dir: str | None = None
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
-
-    def _environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "RLM_AGENT_TOKEN"}
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p
-        )
-        if self.memory_limit_mb:
-            # glibc reserves 64 MB of address space per malloc arena (up to 8 per CPU, one
-            # per busy thread); under an address-space limit those reservations, not the
-            # cell's data, would use up the limit. Two arenas keep it for the cell.
-            env["MALLOC_ARENA_MAX"] = "2"
-        env.update(self.extra_env)
-        return env
-
-    def launch(self, secrets: AgentSecrets, heartbeat_timeout: float) -> Endpoint:
-        """Start the child, hand it the secrets on stdin and wait for its ready line."""
-        self._dir = tempfile.mkdtemp(prefix="rlm-agent-")
-        os.chmod(self._dir, 0o700)
-        socket_path = os.path.join(self._dir, "agent.sock")
+    def __init__(self, config: AgentConfig, secrets: AgentSecrets, ready_timeout: float) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.dir = tempfile.mkdtemp(prefix="rlm-agent-")
+        os.chmod(self.dir, 0o700)
+        socket_path = os.path.join(self.dir, "agent.sock")
         command = [
-            self.python,
+            config.python,
             "-m",
             "rlm_core.agent",
             "--listen",
             f"unix:{socket_path}",
             "--secrets-stdin",
             "--heartbeat-timeout",
-            str(heartbeat_timeout),
+            str(config.heartbeat_timeout),
+            "--die-with-parent",
+            str(os.getpid()),
         ]
-        limit = self.memory_limit_mb * 1024 * 1024 if self.memory_limit_mb else None
-        self.process = _spawner.submit(
+        if config.memory_limit_mb:
+            command += ["--memory-limit-mb", str(config.memory_limit_mb)]
+        self.process: subprocess.Popen[str] = _spawner.submit(
             subprocess.Popen,
             command,
             stdin=subprocess.PIPE,
@@ -103,10 +83,35 @@ class SubprocessLauncher(Launcher):
             stderr=subprocess.PIPE,
             text=True,
             env=self._environment(),
-            cwd=self._dir,
+            cwd=self.dir,
             start_new_session=True,
-            preexec_fn=lambda: _child_setup(limit),
         ).result()
+        self.endpoint = Endpoint(
+            target=f"unix:{socket_path}",
+            token=secrets.token,
+            server_certificate=secrets.tls.certificate if secrets.tls else None,
+        )
+        self._secrets = secrets
+        self._ready_timeout = ready_timeout
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "RLM_AGENT_TOKEN"}
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH", "")) if p
+        )
+        if self.config.memory_limit_mb:
+            # glibc reserves 64 MB of address space per malloc arena (up to 8 per CPU, one
+            # per busy thread); under an address-space limit those reservations, not the
+            # cell's data, would use up the limit. Two arenas keep it for the cell.
+            env["MALLOC_ARENA_MAX"] = "2"
+        env.update(dict(self.config.env))
+        return env
+
+    def wait_ready(self) -> None:
+        """Hand the agent its secrets and wait for its ready line (``SandboxError`` if it
+        exits or stays silent past the ready timeout)."""
+        secrets, ready_timeout = self._secrets, self._ready_timeout
         process = self.process
         assert process.stdin is not None and process.stdout is not None
         threading.Thread(target=self._drain_stderr, daemon=True).start()
@@ -114,65 +119,192 @@ class SubprocessLauncher(Launcher):
             process.stdin.write(secrets.to_json() + "\n")
             process.stdin.close()
         except OSError as exc:
-            raise SandboxError(f"the agent process exited at once: {self.diagnostics()}") from exc
+            try:
+                status = process.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                status = None
+            raise SandboxError(
+                f"the agent process exited at once (exit status {status}): {self.diagnostics()}"
+            ) from exc
         ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(process.stdout.readline()))  # type: ignore[union-attr]
-        reader.daemon = True
+        stdout = process.stdout
+        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
         reader.start()
-        reader.join(self.ready_timeout)
+        reader.join(ready_timeout)
         if not ready or not ready[0].startswith(_READY_PREFIX):
             status = process.poll()
             raise SandboxError(
                 f"the agent did not start (exit status {status}): {self.diagnostics()}"
             )
         threading.Thread(target=self._drain_stdout, daemon=True).start()
-        return Endpoint(target=f"unix:{socket_path}", token=secrets.token)
 
     def _drain_stderr(self) -> None:
-        process = self.process
-        if process is None or process.stderr is None:
-            return
-        for line in process.stderr:
-            self._stderr_tail.append(line.rstrip("\n"))
+        if self.process.stderr is not None:
+            for line in self.process.stderr:
+                self.stderr_tail.append(line.rstrip("\n"))
 
     def _drain_stdout(self) -> None:
+        if self.process.stdout is not None:
+            for _ in self.process.stdout:
+                pass
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def diagnostics(self) -> str:
+        """The agent's last stderr lines."""
+        return "\n".join(self.stderr_tail)
+
+    def terminate(self) -> None:
+        """Kill the child (it holds nothing worth saving) and remove its socket directory."""
         process = self.process
-        if process is None or process.stdout is None:
-            return
-        for _ in process.stdout:
-            pass
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10.0)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _Spares:
+    """One started, unclaimed agent per configuration, so the next environment with the
+    same settings starts without waiting for Python and gRPC to load.
+
+    A spare holds its own session secrets (it serves exactly one session once claimed).
+    Unclaimed spares exit by themselves after their heartbeat timeout; stale ones are
+    reaped here, and all are stopped when the host exits.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spares: dict[AgentConfig, AgentProcess] = {}
+        self._starting: set[AgentConfig] = set()
+        atexit.register(self.stop_all)
+
+    def take(self, config: AgentConfig) -> AgentProcess | None:
+        """A ready spare for ``config`` (young enough to be claimed safely), or ``None``."""
+        with self._lock:
+            spare = self._spares.pop(config, None)
+        if spare is None:
+            return None
+        fresh = time.monotonic() - spare.started < config.heartbeat_timeout / 2
+        if spare.alive() and fresh:
+            return spare
+        spare.terminate()
+        return None
+
+    def refill(self, config: AgentConfig, ready_timeout: float) -> None:
+        """Start a spare for ``config`` in the background unless one exists or is starting."""
+        with self._lock:
+            if config in self._spares or config in self._starting:
+                return
+            self._starting.add(config)
+
+        def start() -> None:
+            try:
+                secrets = AgentSecrets(new_token(), make_tls_material() if config.tls else None)
+                spare = AgentProcess(config, secrets, ready_timeout)
+                try:
+                    spare.wait_ready()
+                except BaseException:
+                    spare.terminate()
+                    raise
+            except Exception:
+                log.debug("could not start a spare agent", exc_info=True)
+                return
+            finally:
+                with self._lock:
+                    self._starting.discard(config)
+            with self._lock:
+                old = self._spares.pop(config, None)
+                self._spares[config] = spare
+            if old is not None:
+                old.terminate()
+
+        threading.Thread(target=start, name="rlm-agent-prewarm", daemon=True).start()
+
+    def stop_all(self) -> None:
+        """Stop every spare (at host exit)."""
+        with self._lock:
+            spares, self._spares = list(self._spares.values()), {}
+        for spare in spares:
+            spare.terminate()
+
+
+_spares = _Spares()
+
+
+class SubprocessLauncher(Launcher):
+    """Starts ``python -m rlm_core.agent`` as a child process on a private Unix socket.
+
+    With ``prewarm`` (the default) it hands out an agent started ahead of need when one is
+    ready, and starts the next one in the background.
+    """
+
+    def __init__(
+        self,
+        python: str | None = None,
+        memory_limit_mb: int | None = None,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 60.0,
+        prewarm: bool = True,
+    ) -> None:
+        self.python = python or sys.executable
+        self.memory_limit_mb = memory_limit_mb
+        self.extra_env = dict(env or {})
+        self.ready_timeout = ready_timeout
+        self.prewarm = prewarm
+        self.agent: AgentProcess | None = None
+
+    def launch(self, secrets: AgentSecrets, heartbeat_timeout: float) -> Endpoint:
+        """Claim a spare agent or start one; hand it the secrets on stdin."""
+        config = AgentConfig(
+            self.python,
+            self.memory_limit_mb,
+            tuple(sorted(self.extra_env.items())),
+            heartbeat_timeout,
+            secrets.tls is not None,
+        )
+        agent = _spares.take(config) if self.prewarm else None
+        if agent is None:
+            agent = self.agent = AgentProcess(config, secrets, self.ready_timeout)
+            agent.wait_ready()  # on failure the environment calls terminate()
+        self.agent = agent
+        if self.prewarm:
+            _spares.refill(config, self.ready_timeout)
+        return agent.endpoint
 
     def exit_status(self, wait: float = 0.0) -> int | None:
         """The child's return code (``-N`` for signal N) once it has exited."""
-        if self.process is None:
+        if self.agent is None:
             return None
         try:
-            return self.process.wait(timeout=wait) if wait > 0 else self.process.poll()
+            process = self.agent.process
+            return process.wait(timeout=wait) if wait > 0 else process.poll()
         except subprocess.TimeoutExpired:
             return None
 
     def diagnostics(self) -> str:
         """The agent's last stderr lines."""
-        return "\n".join(self._stderr_tail)
+        return "" if self.agent is None else self.agent.diagnostics()
 
     @property
     def pid(self) -> int | None:
         """The child's process id."""
-        return None if self.process is None else self.process.pid
+        return None if self.agent is None else self.agent.process.pid
+
+    @property
+    def process(self) -> subprocess.Popen[str] | None:
+        """The child process (``None`` before :meth:`launch`)."""
+        return None if self.agent is None else self.agent.process
+
+    @property
+    def _dir(self) -> str | None:
+        return None if self.agent is None else self.agent.dir
 
     def terminate(self) -> None:
-        """Stop the child (TERM, then KILL after 2 s) and remove its socket directory."""
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5.0)
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        """Stop the child and remove its socket directory."""
+        if self.agent is not None:
+            self.agent.terminate()
 
 
 class SubprocessEnvironment(AgentEnvironment):
@@ -181,7 +313,9 @@ class SubprocessEnvironment(AgentEnvironment):
     ``environment_kwargs`` beyond :class:`AgentEnvironment`'s: ``python`` (interpreter,
     default this one), ``memory_limit_mb`` (address-space limit of the child: the agent
     itself, interpreter, gRPC and thread stacks, takes about 250 MB of it, so add what the
-    cells need on top) and ``env`` (extra environment variables).
+    cells need on top), ``env`` (extra environment variables) and ``prewarm`` (default
+    true: keep one agent started ahead of need for the next environment with the same
+    settings; it exits by itself after ``heartbeat_timeout`` seconds unclaimed).
     """
 
     name = "subprocess"
@@ -191,18 +325,24 @@ class SubprocessEnvironment(AgentEnvironment):
         python: str | None = None,
         memory_limit_mb: int | None = None,
         env: dict[str, str] | None = None,
+        prewarm: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.python = python
         self.memory_limit_mb = memory_limit_mb
         self.env = env
+        self.prewarm = prewarm
         self.launcher: SubprocessLauncher | None = None
 
     def make_launcher(self) -> Launcher:
         """A :class:`SubprocessLauncher` with this environment's settings."""
         self.launcher = SubprocessLauncher(
-            self.python, self.memory_limit_mb, self.env, ready_timeout=self.startup_timeout
+            self.python,
+            self.memory_limit_mb,
+            self.env,
+            ready_timeout=self.startup_timeout,
+            prewarm=self.prewarm,
         )
         return self.launcher
 
