@@ -41,5 +41,20 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
+## Benchmark rlm-core against rlms 0.1.3 side by side (writes bench/results/latest.md).
+## `make bench BENCH_ARGS="--only 2 --quick"` re-measures one workload fast.
+RLMS_VENV  := bench/.venv-rlms
+RLMS_STAMP := $(RLMS_VENV)/.installed
+.PHONY: bench
+
+$(RLMS_STAMP):
+	$(PYTHON) -m venv $(RLMS_VENV)
+	$(RLMS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RLMS_VENV)/bin/python -m pip install --quiet 'rlms[ipython]==0.1.3'
+	touch $(RLMS_STAMP)
+
+bench: $(STAMP) $(RLMS_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,241 @@
+"""Helpers shared by both benchmark workers: the stand-in LM script, the cells, sample output.
+
+Standard library only: this module is imported by the worker that runs on rlm-core's venv
+and by the one that runs on the ``rlms`` venv, so both run byte-identical cell code and the
+same stand-in LM logic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+SAMPLE_PREFIX = "BENCH-SAMPLE "
+"""Worker stdout lines starting with this carry one JSON sample record for the driver."""
+
+ROOT_MARKER = "BENCH-ROOT:"
+"""Prefix of the ``root_prompt`` of a benchmark's top-level RLM; children get no root prompt."""
+
+SUB_REPLY = "ok"
+"""What the stand-in LM answers to every plain sub-call."""
+
+CHILD_REPLY = "child-done"
+"""The answer every child RLM of the fan-out workload submits."""
+
+Messages = list[dict[str, Any]]
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def emit(name: str, unit: str, values: list[float], **meta: Any) -> None:
+    """Print one sample record (a metric's raw values) for the driver to collect."""
+    record = {"name": name, "unit": unit, "values": values, **meta}
+    sys.stdout.write(SAMPLE_PREFIX + json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def emit_info(**info: Any) -> None:
+    """Print the worker's environment (interpreter and library versions)."""
+    emit("info", "", [], **info)
+
+
+def log(message: str) -> None:
+    """Progress line on stderr (the driver shows it when a worker fails)."""
+    sys.stderr.write(f"[worker {os.getpid()}] {message}\n")
+    sys.stderr.flush()
+
+
+def maxrss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def vm_hwm_mib(pid: int) -> float | None:
+    """Peak resident set size (``VmHWM``) of a running process, in MiB, when readable."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of ``fn`` takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def make_text(n_bytes: int) -> str:
+    """An ASCII document of exactly ``n_bytes`` characters (log-like lines)."""
+    line = "2024-06-01T12:00:00Z station=ALPHA-7 wind=12.5kt gust=18kt note=nominal ok\n"
+    reps = n_bytes // len(line) + 1
+    return (line * reps)[:n_bytes]
+
+
+# -- cells (identical for both systems) ---------------------------------------------------
+
+
+def _finish(expr: str) -> str:
+    return f"answer['content'] = _j.dumps({expr})\nanswer['ready'] = True\n"
+
+
+def cell_sequential_calls(calls: int, warmup: int) -> str:
+    """``calls`` sequential ``llm_query`` calls, each timed; answers the list of seconds."""
+    return (
+        "import json as _j, time as _t\n"
+        f"for _i in range({warmup}):\n"
+        "    llm_query('warm')\n"
+        "_ts = []\n"
+        f"for _i in range({calls}):\n"
+        "    _t0 = _t.perf_counter()\n"
+        "    _r = llm_query('ping')\n"
+        "    _ts.append(_t.perf_counter() - _t0)\n"
+        f"assert _r == {SUB_REPLY!r}, _r\n" + _finish("_ts")
+    )
+
+
+def cell_batched(batches: int, width: int) -> str:
+    """One cold and ``batches`` warm ``llm_query_batched`` calls of ``width`` prompts, timed.
+
+    The first batch of a completion opens the connections; the later ones reuse them.
+    Answers ``[cold_seconds, warm_seconds_list, failed_replies, first_failure]``: failed
+    replies are counted, not fatal, so a system whose later batches fail is still reported.
+    """
+    return (
+        "import json as _j, time as _t\n"
+        f"_p = ['q%d' % _k for _k in range({width})]\n"
+        "_t0 = _t.perf_counter()\n"
+        "_r = llm_query_batched(_p)\n"
+        "_cold = _t.perf_counter() - _t0\n"
+        f"_bad = [_x for _x in _r if _x != {SUB_REPLY!r}]\n"
+        "_ts = []\n"
+        f"for _i in range({batches}):\n"
+        "    _t0 = _t.perf_counter()\n"
+        "    _r = llm_query_batched(_p)\n"
+        "    _ts.append(_t.perf_counter() - _t0)\n"
+        f"    _bad += [_x for _x in _r if _x != {SUB_REPLY!r}]\n"
+        + _finish("[_cold, _ts, len(_bad), _bad[:1]]")
+    )
+
+
+def cell_fanout(reps: int, width: int) -> str:
+    """Time ``rlm_query_batched`` of one child ``reps`` times, then of ``width`` children.
+
+    One-child runs come first, so a system whose concurrent children break the process
+    (rlms's ``local`` changes the process-wide working directory) still gets a one-child
+    figure. Answers ``[one_times, many_times, failed_one, failed_many, first_failure]``.
+    """
+    return (
+        "import json as _j, time as _t\n"
+        "_one, _many, _b1, _bn = [], [], [], []\n"
+        "rlm_query_batched(['warm'])\n"
+        f"for _i in range({reps}):\n"
+        "    _t0 = _t.perf_counter()\n"
+        "    _r = rlm_query_batched(['c0'])\n"
+        "    _one.append(_t.perf_counter() - _t0)\n"
+        f"    _b1 += [_x for _x in _r if _x != {CHILD_REPLY!r}]\n"
+        f"rlm_query_batched(['w%d' % _k for _k in range({width})])\n"
+        f"for _i in range({reps}):\n"
+        "    _t0 = _t.perf_counter()\n"
+        f"    _r = rlm_query_batched(['c%d' % _k for _k in range({width})])\n"
+        "    _many.append(_t.perf_counter() - _t0)\n"
+        f"    _bn += [_x for _x in _r if _x != {CHILD_REPLY!r}]\n"
+        + _finish("[_one, _many, len(_b1), len(_bn), (_b1 + _bn)[:1]]")
+    )
+
+
+def cell_subcalls(count: int) -> str:
+    """One end-to-end turn: ``count`` sequential sub-calls, results kept in a variable."""
+    return f"_r = [llm_query('q%d' % _k) for _k in range({count})]\nprint(len(_r))\n"
+
+
+CELL_ANSWER = "answer['content'] = 'done'\nanswer['ready'] = True\n"
+"""The one cell of a fixed-cost completion."""
+
+CELL_CHILD = f"answer['content'] = {CHILD_REPLY!r}\nanswer['ready'] = True\n"
+"""What every child RLM runs (it answers in its first turn)."""
+
+
+# -- the stand-in LM ----------------------------------------------------------------------
+
+
+def repl(code: str) -> str:
+    """Wrap code in a ```repl block, as a model would write it."""
+    return f"```repl\n{code}```"
+
+
+def _is_root_call(messages: Messages) -> bool:
+    return bool(messages) and messages[0].get("role") == "system"
+
+
+def _turn(messages: Messages) -> int:
+    return sum(1 for m in messages if m.get("role") == "assistant")
+
+
+class Script:
+    """The stand-in LM: deterministic replies, computed instantly.
+
+    * A root call of the top-level RLM (its metadata message carries :data:`ROOT_MARKER`)
+      gets ``cells[turn]`` as a ```repl block; past the last cell it gets a cell that
+      reports the previous output as a failure, so a broken run never loops silently.
+    * A root call of a child RLM (no marker) gets :data:`CELL_CHILD`, after sleeping
+      ``child_latency`` seconds (a model's latency, which releases the GIL like network I/O).
+    * A plain sub-call gets :data:`SUB_REPLY`.
+    """
+
+    def __init__(self, cells: list[str], child_latency: float = 0.0) -> None:
+        self.cells = cells
+        self.child_latency = child_latency
+
+    def __call__(self, messages: Messages) -> str:
+        if not _is_root_call(messages):
+            return SUB_REPLY
+        meta = str(messages[1].get("content", "")) if len(messages) > 1 else ""
+        if ROOT_MARKER not in meta[:200]:
+            if self.child_latency:
+                time.sleep(self.child_latency)
+            return repl(CELL_CHILD)
+        turn = _turn(messages)
+        if turn < len(self.cells):
+            return repl(self.cells[turn])
+        last = " | ".join(str(m.get("content", ""))[-1500:] for m in messages[-3:])
+        return repl(f"answer['content'] = 'FAILED: ' + {last!r}\nanswer['ready'] = True\n")
+
+
+def usage_tokens(messages: Messages, reply: str) -> tuple[int, int]:
+    """Pseudo-token usage (four characters a token), as rlm-core's scripted LM reports it."""
+    chars = sum(len(str(m.get("content") or "")) for m in messages)
+    return (chars + 3) // 4, (len(reply) + 3) // 4
+
+
+def parse_answer(response: str) -> Any:
+    """The JSON a timing cell put in its answer (raises with the text when the run failed)."""
+    try:
+        return json.loads(response)
+    except (TypeError, ValueError):
+        raise RuntimeError(f"the benchmark cell did not answer JSON: {response[:3000]}") from None
+
+
+# -- shared command line ------------------------------------------------------------------
+
+WORKLOADS = (
+    "subcall",
+    "batched",
+    "context",
+    "cell",
+    "e2e",
+    "bridge",
+    "fixed",
+    "fanout",
+)
+"""Worker workload names (the driver's workload numbers map onto these)."""

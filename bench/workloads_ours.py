@@ -1,0 +1,435 @@
+"""Benchmark worker for rlm-core: runs one workload and prints JSON sample lines.
+
+Started by ``bench/run.py`` with the project venv's interpreter::
+
+    .venv/bin/python bench/workloads_ours.py subcall --variant local --reps 3000
+
+The stand-in LM is rlm-core's ``scripted`` backend driven by :class:`_common.Script`; the
+``batched`` workload sends sub-calls to the driver's local OpenAI-compatible server through
+the ``openai`` backend instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from _common import (
+    CELL_ANSWER,
+    ROOT_MARKER,
+    WORKLOADS,
+    Script,
+    cell_batched,
+    cell_fanout,
+    cell_sequential_calls,
+    cell_subcalls,
+    emit,
+    emit_info,
+    log,
+    make_text,
+    maxrss_mib,
+    parse_answer,
+    timed,
+    vm_hwm_mib,
+)
+
+import rlm_core
+from rlm_core.bridge.client import Endpoint
+from rlm_core.environments.agent import AgentEnvironment, AgentSecrets, Launcher
+from rlm_core.environments.base import Environment, Session
+from rlm_core.environments.local import LocalEnvironment
+from rlm_core.environments.subprocess import SubprocessEnvironment
+from rlm_core.hookspecs import hookimpl
+from rlm_core.plugins import get_registry
+from rlm_core.rlm import RLM
+from rlm_core.types import RLMChatCompletion, UsageSummary
+
+MIB = 1024 * 1024
+SPARE_PAUSE = 0.4
+"""Seconds between completions in the spare-agent fixed-cost run (an agent starts in ~0.1 s)."""
+
+
+# -- a loopback TCP launcher (the bridge as a remote sandbox would use it) ------------------
+
+
+class TCPLauncher(Launcher):
+    """Starts ``python -m rlm_core.agent --listen 127.0.0.1:0`` and dials it over TCP."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+
+    def launch(self, secrets: AgentSecrets, heartbeat_timeout: float) -> Endpoint:
+        """Start the agent, hand it the secrets (token, TLS material) on stdin, read its port."""
+        command = [
+            sys.executable,
+            "-m",
+            "rlm_core.agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--secrets-stdin",
+            "--heartbeat-timeout",
+            str(heartbeat_timeout),
+        ]
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        self.process = process
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(secrets.to_json() + "\n")
+        process.stdin.close()
+        ready = process.stdout.readline()
+        match = re.search(r"port=(\d+)", ready)
+        if match is None:
+            raise RuntimeError(f"the agent did not start: {ready!r}")
+        stdout = process.stdout
+        threading.Thread(target=lambda: [None for _ in stdout], daemon=True).start()
+        return Endpoint(target=f"127.0.0.1:{match.group(1)}", token=secrets.token)
+
+    def terminate(self) -> None:
+        """Stop the agent."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class TCPEnvironment(AgentEnvironment):
+    """The agent environment reached over loopback TCP (as a cloud sandbox would be)."""
+
+    name = "bench-tcp"
+
+    def make_launcher(self) -> Launcher:
+        """A fresh :class:`TCPLauncher`."""
+        return TCPLauncher()
+
+
+class _TCPPlugin:
+    """Registers ``bench-tcp`` through the ordinary plugin hook."""
+
+    @hookimpl
+    def rlm_register_environments(self, register: Callable[..., None]) -> None:
+        register("bench-tcp", TCPEnvironment)
+
+
+get_registry().register(_TCPPlugin(), name="bench-tcp-plugin")
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "local": ("local", {}),
+    "subprocess": ("subprocess", {}),
+    "subprocess-tls": ("subprocess", {"tls": True}),
+    "tcp-tls": ("bench-tcp", {"tls": True}),
+}
+"""Worker variant name -> (environment name, environment_kwargs)."""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+class InstantSubcalls:
+    """Host side of sub-calls for environments driven directly (answers at once)."""
+
+    def llm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
+        return RLMChatCompletion("standin", prompt, "ok", UsageSummary(), 0.0)
+
+    def llm_query_batched(
+        self, prompts: list[Any], model: str | None = None
+    ) -> list[RLMChatCompletion]:
+        return [self.llm_query(p) for p in prompts]
+
+    rlm_query = llm_query
+    rlm_query_batched = llm_query_batched
+
+
+def new_env(variant: str) -> Environment:
+    """A started environment for direct (non-RLM) workloads."""
+    env: Environment
+    if variant == "local":
+        env = LocalEnvironment()
+    elif variant == "subprocess":
+        env = SubprocessEnvironment(prewarm=False)  # no spare agent starting mid-measurement
+    else:
+        raise SystemExit(f"no direct environment for variant {variant!r}")
+    env.start(Session(subcalls=InstantSubcalls()))
+    return env
+
+
+def make_rlm(
+    cells: list[str],
+    variant: str,
+    child_latency: float = 0.0,
+    prewarm: bool = True,
+    **kwargs: Any,
+) -> RLM:
+    """An RLM on the scripted stand-in LM playing ``cells`` in ``variant``'s environment.
+
+    ``prewarm=False`` turns off the ``subprocess`` environment's spare agent, so no agent
+    starts in the background while per-call latencies are measured.
+    """
+    environment, env_kwargs = VARIANTS[variant]
+    env_kwargs = dict(env_kwargs)
+    if environment == "subprocess" and not prewarm:
+        env_kwargs["prewarm"] = False
+    kwargs.setdefault("max_iterations", len(cells) + 2)
+    return RLM(
+        backend="scripted",
+        backend_kwargs={"responses": Script(cells, child_latency), "model_name": "standin"},
+        environment=environment,
+        environment_kwargs=env_kwargs,
+        **kwargs,
+    )
+
+
+def run_cell_answer(rlm: RLM, name: str, context: Any = "hello") -> Any:
+    """Run a completion whose cell answers JSON timings; return the decoded answer."""
+    try:
+        return parse_answer(rlm.completion(context, root_prompt=ROOT_MARKER + name).response)
+    finally:
+        rlm.close()
+
+
+# -- workloads -----------------------------------------------------------------------------
+
+
+def w_subcall(args: argparse.Namespace) -> None:
+    """Per-call time of sequential ``llm_query`` calls in one cell."""
+    cell = cell_sequential_calls(args.reps, warmup=max(20, args.reps // 20))
+    times = run_cell_answer(make_rlm([cell], args.variant, prewarm=False), "subcall")
+    emit("subcall", "s", times, variant=args.variant)
+
+
+def w_batched(args: argparse.Namespace) -> None:
+    """64-prompt ``llm_query_batched`` calls against the 50 ms server: a new RLM per rep.
+
+    Each completion times its first (cold) batch and ``--warm`` more (warm) batches.
+    """
+    cold: list[float] = []
+    warm: list[float] = []
+    failed, first = 0, None
+    for _ in range(args.reps):
+        rlm_ = make_rlm(
+            [cell_batched(args.warm, args.width)],
+            args.variant,
+            other_backends=["openai"],
+            other_backend_kwargs=[
+                {"base_url": args.lm_url, "api_key": "dummy", "model_name": "bench-lm"}
+            ],
+            max_concurrent_subcalls=args.width,
+        )
+        one_cold, warm_times, bad, bad_first = run_cell_answer(rlm_, "batched")
+        cold.append(one_cold)
+        warm.extend(warm_times)
+        failed += bad
+        first = first or (bad_first[0][:300] if bad_first else None)
+    total = args.reps * (args.warm + 1) * args.width
+    meta = {"variant": args.variant, "failed_calls": failed, "total_calls": total}
+    emit("batched", "s", cold, phase="cold", first_failure=first, **meta)
+    emit("batched", "s", warm, phase="warm", first_failure=first, **meta)
+
+
+def w_context(args: argparse.Namespace) -> None:
+    """Context load time and memory for one size, in a fresh process (peak RSS is per process)."""
+    size = int(args.size_mib * MIB)
+    payload = make_text(size)
+    env = new_env(args.variant)
+    try:
+        pid = getattr(env, "agent_pid", None)
+        gc.collect()
+        host_before = maxrss_mib()
+        sandbox_before = vm_hwm_mib(pid) if pid else None
+        times = [timed(lambda: env.add_context(payload, 0))]
+        host_after = maxrss_mib()
+        sandbox_after = vm_hwm_mib(pid) if pid else None
+        check = env.execute("print(len(context))")
+        if check.stdout.strip() != str(size):
+            raise RuntimeError(f"context check failed: {check.stdout!r} {check.stderr!r}")
+        for _ in range(args.reps - 1):
+            times.append(timed(lambda: env.add_context(payload, 0)))
+        emit(
+            "context",
+            "s",
+            times,
+            variant=args.variant,
+            size_mib=args.size_mib,
+            bytes=size,
+            host_added_mib=host_after - host_before,
+            sandbox_before_mib=sandbox_before,
+            sandbox_peak_mib=sandbox_after,
+        )
+    finally:
+        env.close()
+
+
+def w_cell(args: argparse.Namespace) -> None:
+    """Trivial-cell time with an empty context and with a 10 MiB one, alternating rounds."""
+    env = new_env(args.variant)
+    big = make_text(int(args.size_mib * MIB))
+    samples: dict[str, list[float]] = {"empty": [], "loaded": []}
+    try:
+        for round_ in range(4):
+            label = "empty" if round_ % 2 == 0 else "loaded"
+            env.add_context("" if label == "empty" else big, 0)
+            for _ in range(10):
+                env.execute("x = 1")
+            for _ in range(args.reps // 2):
+                samples[label].append(timed(lambda: env.execute("x = 1")))
+    finally:
+        env.close()
+    for label, values in samples.items():
+        emit("cell", "s", values, variant=args.variant, context=label, size_mib=args.size_mib)
+
+
+def w_e2e(args: argparse.Namespace) -> None:
+    """Whole completions: 20 turns of 5 sub-calls each, a new RLM every time."""
+    turns = 20
+    cells = [cell_subcalls(5)] * (turns - 1) + [cell_subcalls(5) + CELL_ANSWER]
+    context = make_text(100 * 1024)
+    times: list[float] = []
+    for i in range(args.reps + 1):
+        start = time.perf_counter()
+        rlm = make_rlm(cells, args.variant)
+        result = rlm.completion(context, root_prompt=ROOT_MARKER + "e2e")
+        elapsed = time.perf_counter() - start
+        rlm.close()
+        calls = result.usage_summary.model_usage_summaries["standin"].total_calls
+        if result.response != "done" or calls != turns + 5 * turns:
+            raise RuntimeError(f"unexpected run: {result.response[:500]!r}, {calls} calls")
+        if i:  # the first run is a warm-up
+            times.append(elapsed)
+    emit("e2e", "s", times, variant=args.variant)
+
+
+def w_bridge(args: argparse.Namespace) -> None:
+    """Sequential ``llm_query`` round trips through the bridge (same cell as ``subcall``)."""
+    cell = cell_sequential_calls(args.reps, warmup=max(20, args.reps // 20))
+    times = run_cell_answer(make_rlm([cell], args.variant, prewarm=False), "bridge")
+    emit("bridge", "s", times, variant=args.variant)
+
+
+def w_fixed(args: argparse.Namespace) -> None:
+    """Cost of a one-turn completion: new RLM each time, reused RLM, reused persistent RLM."""
+
+    def one(rlm: RLM) -> None:
+        result = rlm.completion("hello", root_prompt=ROOT_MARKER + "fixed")
+        if result.response != "done":
+            raise RuntimeError(f"unexpected answer {result.response[:500]!r}")
+
+    def new_each(prewarm: bool = True) -> None:
+        rlm = make_rlm([CELL_ANSWER], args.variant, prewarm=prewarm)
+        one(rlm)
+        rlm.close()
+
+    if args.variant == "subprocess":
+        # Every agent started on demand, none ahead of need.
+        new_each(prewarm=False)
+        values = [timed(functools.partial(new_each, False)) for _ in range(args.reps)]
+        emit("fixed", "s", values, variant=args.variant, mode="new-cold")
+        # A pause (as a real model's latency would give) lets the spare agent finish starting.
+        new_each()
+        values = []
+        for _ in range(args.reps):
+            time.sleep(SPARE_PAUSE)
+            values.append(timed(new_each))
+        emit("fixed", "s", values, variant=args.variant, mode="new-spare-ready")
+    new_each()  # warm-up (imports, first agent start)
+    emit(
+        "fixed",
+        "s",
+        [timed(new_each) for _ in range(args.reps)],
+        variant=args.variant,
+        mode="new",
+    )
+    for mode, persistent in (("reused", False), ("persistent", True)):
+        rlm = make_rlm([CELL_ANSWER], args.variant, persistent=persistent)
+        try:
+            one(rlm)
+            values = [timed(functools.partial(one, rlm)) for _ in range(args.reps)]
+        finally:
+            rlm.close()
+        emit("fixed", "s", values, variant=args.variant, mode=mode)
+
+
+def w_fanout(args: argparse.Namespace) -> None:
+    """``rlm_query_batched`` of one child vs ``width`` children (max_depth=2)."""
+    rlm = make_rlm(
+        [cell_fanout(args.reps, args.width)],
+        args.variant,
+        child_latency=args.child_latency_ms / 1000,
+        max_depth=2,
+        max_concurrent_subcalls=args.width,
+    )
+    one, many, failed_one, failed_many, first = run_cell_answer(rlm, "fanout")
+    meta = {
+        "variant": args.variant,
+        "child_latency_ms": args.child_latency_ms,
+        "first_failure": first[0][:300] if first else None,
+    }
+    emit(
+        "fanout", "s", one, children=1, failed_children=failed_one, total_children=len(one), **meta
+    )
+    emit(
+        "fanout",
+        "s",
+        many,
+        children=args.width,
+        failed_children=failed_many,
+        total_children=len(many) * args.width,
+        **meta,
+    )
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "subcall": w_subcall,
+    "batched": w_batched,
+    "context": w_context,
+    "cell": w_cell,
+    "e2e": w_e2e,
+    "bridge": w_bridge,
+    "fixed": w_fixed,
+    "fanout": w_fanout,
+}
+assert set(RUNNERS) == set(WORKLOADS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run one workload."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("workload", choices=sorted(RUNNERS))
+    parser.add_argument("--variant", default="local", choices=sorted(VARIANTS))
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--warm", type=int, default=4, help="warm batches per completion")
+    parser.add_argument("--size-mib", type=float, default=1.0)
+    parser.add_argument("--lm-url", default="")
+    parser.add_argument("--child-latency-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    emit_info(
+        system="rlm-core",
+        library_version=rlm_core.__version__,
+        python=sys.version.split()[0],
+    )
+    log(f"{args.workload} {args.variant}")
+    with contextlib.suppress(BrokenPipeError):
+        RUNNERS[args.workload](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

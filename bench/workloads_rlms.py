@@ -1,0 +1,375 @@
+"""Benchmark worker for the reference ``rlms`` 0.1.3: runs one workload, prints JSON samples.
+
+Started by ``bench/run.py`` with ``bench/.venv-rlms``'s interpreter::
+
+    bench/.venv-rlms/bin/python bench/workloads_rlms.py subcall --variant local --reps 3000
+
+The stand-in LM is :class:`StandInLM`, a ``BaseLM`` subclass that answers from the same
+:class:`_common.Script` as rlm-core's scripted backend; ``rlm.clients.get_client`` is
+patched to return it for ``backend="standin"``. The ``batched`` workload sends sub-calls to
+the driver's local OpenAI-compatible server through ``rlms``'s own ``openai`` client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import sys
+import threading
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+import rlm.clients
+import rlm.core.rlm
+from _common import (
+    CELL_ANSWER,
+    ROOT_MARKER,
+    WORKLOADS,
+    Script,
+    cell_batched,
+    cell_fanout,
+    cell_sequential_calls,
+    cell_subcalls,
+    emit,
+    emit_info,
+    log,
+    make_text,
+    maxrss_mib,
+    parse_answer,
+    timed,
+    usage_tokens,
+    vm_hwm_mib,
+)
+from rlm import RLM
+from rlm.clients.base_lm import BaseLM
+from rlm.core.types import ModelUsageSummary, UsageSummary
+
+MIB = 1024 * 1024
+
+
+# -- the stand-in LM -----------------------------------------------------------------------
+
+
+class StandInLM(BaseLM):
+    """Answers from a :class:`Script` at once and reports pseudo-token usage."""
+
+    def __init__(self, script: Callable[[list[dict[str, Any]]], str], **kwargs: Any) -> None:
+        super().__init__(model_name=kwargs.pop("model_name", "standin"), **kwargs)
+        self.script = script
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.last = ModelUsageSummary(0, 0, 0, None)
+
+    def completion(self, prompt: Any, model: str | None = None) -> str:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        reply = self.script(messages)
+        tokens_in, tokens_out = usage_tokens(messages, reply)
+        with self._lock:
+            self.calls += 1
+            self.tokens_in += tokens_in
+            self.tokens_out += tokens_out
+            self.last = ModelUsageSummary(1, tokens_in, tokens_out, None)
+        return reply
+
+    async def acompletion(self, prompt: Any, model: str | None = None) -> str:
+        return self.completion(prompt, model)
+
+    def get_usage_summary(self) -> UsageSummary:
+        with self._lock:
+            summary = ModelUsageSummary(self.calls, self.tokens_in, self.tokens_out, None)
+        return UsageSummary(model_usage_summaries={self.model_name: summary})
+
+    def get_last_usage(self) -> ModelUsageSummary:
+        return self.last
+
+
+_original_get_client = rlm.clients.get_client
+
+
+def _get_client(backend: str, backend_kwargs: dict[str, Any]) -> BaseLM:
+    if backend == "standin":
+        return StandInLM(**backend_kwargs)
+    return _original_get_client(backend, backend_kwargs)
+
+
+rlm.clients.get_client = _get_client
+rlm.core.rlm.get_client = _get_client
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "local": ("local", {}),
+    "ipython-subprocess": ("ipython", {"kernel_mode": "subprocess"}),
+}
+"""Worker variant name -> (rlms environment name, environment_kwargs)."""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def new_env(variant: str, context: Any = None) -> Any:
+    """An rlms environment driven directly (no LM handler: the cells make no sub-calls)."""
+    if variant == "local":
+        from rlm.environments.local_repl import LocalREPL
+
+        return LocalREPL(context_payload=context)
+    from rlm.environments.ipython_repl import IPythonREPL
+
+    return IPythonREPL(context_payload=context, kernel_mode="subprocess")
+
+
+def kernel_pid(env: Any) -> int | None:
+    """The ipykernel's process id (``None`` for in-process environments)."""
+    km = getattr(env, "_km", None)
+    provisioner = getattr(km, "provisioner", None)
+    process = getattr(provisioner, "process", None)
+    return getattr(process, "pid", None)
+
+
+def make_rlm(cells: list[str], variant: str, child_latency: float = 0.0, **kwargs: Any) -> RLM:
+    """An rlms RLM on the stand-in LM playing ``cells`` in ``variant``'s environment."""
+    environment, env_kwargs = VARIANTS[variant]
+    kwargs.setdefault("max_iterations", len(cells) + 2)
+    return RLM(
+        backend="standin",
+        backend_kwargs={"script": Script(cells, child_latency), "model_name": "standin"},
+        environment=environment,
+        environment_kwargs=dict(env_kwargs),
+        **kwargs,
+    )
+
+
+def close(rlm_: RLM) -> None:
+    """``RLM.close`` when this rlms version has it."""
+    closer = getattr(rlm_, "close", None)
+    if closer is not None:
+        closer()
+
+
+def run_cell_answer(rlm_: RLM, name: str, context: Any = "hello") -> Any:
+    """Run a completion whose cell answers JSON timings; return the decoded answer."""
+    try:
+        return parse_answer(rlm_.completion(context, root_prompt=ROOT_MARKER + name).response)
+    finally:
+        close(rlm_)
+
+
+# -- workloads -----------------------------------------------------------------------------
+
+
+def w_subcall(args: argparse.Namespace) -> None:
+    """Per-call time of sequential ``llm_query`` calls in one cell."""
+    cell = cell_sequential_calls(args.reps, warmup=max(20, args.reps // 20))
+    times = run_cell_answer(make_rlm([cell], args.variant), "subcall")
+    emit("subcall", "s", times, variant=args.variant)
+
+
+def w_batched(args: argparse.Namespace) -> None:
+    """64-prompt ``llm_query_batched`` calls against the 50 ms server: a new RLM per rep.
+
+    Each completion times its first (cold) batch and ``--warm`` more (warm) batches.
+    """
+    cold: list[float] = []
+    warm: list[float] = []
+    failed, first = 0, None
+    for _ in range(args.reps):
+        rlm_ = make_rlm(
+            [cell_batched(args.warm, args.width)],
+            args.variant,
+            other_backends=["openai"],
+            other_backend_kwargs=[
+                {"base_url": args.lm_url, "api_key": "dummy", "model_name": "bench-lm"}
+            ],
+            max_concurrent_subcalls=args.width,
+        )
+        one_cold, warm_times, bad, bad_first = run_cell_answer(rlm_, "batched")
+        cold.append(one_cold)
+        warm.extend(warm_times)
+        failed += bad
+        first = first or (bad_first[0][:300] if bad_first else None)
+    total = args.reps * (args.warm + 1) * args.width
+    meta = {"variant": args.variant, "failed_calls": failed, "total_calls": total}
+    emit("batched", "s", cold, phase="cold", first_failure=first, **meta)
+    emit("batched", "s", warm, phase="warm", first_failure=first, **meta)
+
+
+def w_context(args: argparse.Namespace) -> None:
+    """Context load time and memory for one size, in a fresh process (peak RSS is per process)."""
+    size = int(args.size_mib * MIB)
+    payload = make_text(size)
+    env = new_env(args.variant)
+    try:
+        pid = kernel_pid(env)
+        gc.collect()
+        host_before = maxrss_mib()
+        sandbox_before = vm_hwm_mib(pid) if pid else None
+        times = [timed(lambda: env.add_context(payload, 0))]
+        host_after = maxrss_mib()
+        sandbox_after = vm_hwm_mib(pid) if pid else None
+        check = env.execute_code("print(len(context))")
+        if check.stdout.strip() != str(size):
+            raise RuntimeError(f"context check failed: {check.stdout!r} {check.stderr!r}")
+        for _ in range(args.reps - 1):
+            times.append(timed(lambda: env.add_context(payload, 0)))
+        emit(
+            "context",
+            "s",
+            times,
+            variant=args.variant,
+            size_mib=args.size_mib,
+            bytes=size,
+            host_added_mib=host_after - host_before,
+            sandbox_before_mib=sandbox_before,
+            sandbox_peak_mib=sandbox_after,
+        )
+    finally:
+        env.cleanup()
+
+
+def w_cell(args: argparse.Namespace) -> None:
+    """Trivial-cell time with an empty context and with a 10 MiB one, alternating rounds."""
+    env = new_env(args.variant)
+    big = make_text(int(args.size_mib * MIB))
+    samples: dict[str, list[float]] = {"empty": [], "loaded": []}
+    try:
+        for round_ in range(4):
+            label = "empty" if round_ % 2 == 0 else "loaded"
+            env.add_context("" if label == "empty" else big, 0)
+            for _ in range(10):
+                env.execute_code("x = 1")
+            for _ in range(args.reps // 2):
+                samples[label].append(timed(lambda: env.execute_code("x = 1")))
+    finally:
+        env.cleanup()
+    for label, values in samples.items():
+        emit("cell", "s", values, variant=args.variant, context=label, size_mib=args.size_mib)
+
+
+def w_e2e(args: argparse.Namespace) -> None:
+    """Whole completions: 20 turns of 5 sub-calls each, a new RLM every time."""
+    turns = 20
+    cells = [cell_subcalls(5)] * (turns - 1) + [cell_subcalls(5) + CELL_ANSWER]
+    context = make_text(100 * 1024)
+    times: list[float] = []
+    for i in range(args.reps + 1):
+        start = time.perf_counter()
+        rlm_ = make_rlm(cells, args.variant)
+        result = rlm_.completion(context, root_prompt=ROOT_MARKER + "e2e")
+        elapsed = time.perf_counter() - start
+        close(rlm_)
+        calls = result.usage_summary.model_usage_summaries["standin"].total_calls
+        if result.response != "done" or calls != turns + 5 * turns:
+            raise RuntimeError(f"unexpected run: {result.response[:500]!r}, {calls} calls")
+        if i:  # the first run is a warm-up
+            times.append(elapsed)
+    emit("e2e", "s", times, variant=args.variant)
+
+
+def w_bridge(args: argparse.Namespace) -> None:
+    """rlms has no equivalent of a remote bridge without a cloud account."""
+    raise SystemExit("rlms has no remote environment that runs without a cloud account")
+
+
+def w_fixed(args: argparse.Namespace) -> None:
+    """Cost of a one-turn completion: new RLM each time, reused RLM, reused persistent RLM."""
+
+    def one(rlm_: RLM) -> None:
+        result = rlm_.completion("hello", root_prompt=ROOT_MARKER + "fixed")
+        if result.response != "done":
+            raise RuntimeError(f"unexpected answer {result.response[:500]!r}")
+
+    def new_each() -> None:
+        rlm_ = make_rlm([CELL_ANSWER], args.variant)
+        one(rlm_)
+        close(rlm_)
+
+    new_each()  # warm-up (imports, first kernel start)
+    emit(
+        "fixed",
+        "s",
+        [timed(new_each) for _ in range(args.reps)],
+        variant=args.variant,
+        mode="new",
+    )
+    for mode, persistent in (("reused", False), ("persistent", True)):
+        rlm_ = make_rlm([CELL_ANSWER], args.variant, persistent=persistent)
+        try:
+            one(rlm_)
+            values = [timed(functools.partial(one, rlm_)) for _ in range(args.reps)]
+        finally:
+            close(rlm_)
+            env = getattr(rlm_, "_persistent_env", None)
+            if env is not None:
+                env.cleanup()
+        emit("fixed", "s", values, variant=args.variant, mode=mode)
+
+
+def w_fanout(args: argparse.Namespace) -> None:
+    """``rlm_query_batched`` of one child vs ``width`` children (max_depth=2)."""
+    rlm_ = make_rlm(
+        [cell_fanout(args.reps, args.width)],
+        args.variant,
+        child_latency=args.child_latency_ms / 1000,
+        max_depth=2,
+        max_concurrent_subcalls=args.width,
+    )
+    one, many, failed_one, failed_many, first = run_cell_answer(rlm_, "fanout")
+    meta = {
+        "variant": args.variant,
+        "child_latency_ms": args.child_latency_ms,
+        "first_failure": first[0][:300] if first else None,
+    }
+    emit(
+        "fanout", "s", one, children=1, failed_children=failed_one, total_children=len(one), **meta
+    )
+    emit(
+        "fanout",
+        "s",
+        many,
+        children=args.width,
+        failed_children=failed_many,
+        total_children=len(many) * args.width,
+        **meta,
+    )
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "subcall": w_subcall,
+    "batched": w_batched,
+    "context": w_context,
+    "cell": w_cell,
+    "e2e": w_e2e,
+    "bridge": w_bridge,
+    "fixed": w_fixed,
+    "fanout": w_fanout,
+}
+assert set(RUNNERS) == set(WORKLOADS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run one workload."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("workload", choices=sorted(RUNNERS))
+    parser.add_argument("--variant", default="local", choices=sorted(VARIANTS))
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--warm", type=int, default=4, help="warm batches per completion")
+    parser.add_argument("--size-mib", type=float, default=1.0)
+    parser.add_argument("--lm-url", default="")
+    parser.add_argument("--child-latency-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    emit_info(
+        system="rlms", library_version=metadata.version("rlms"), python=sys.version.split()[0]
+    )
+    log(f"{args.workload} {args.variant}")
+    with contextlib.suppress(BrokenPipeError):
+        RUNNERS[args.workload](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
