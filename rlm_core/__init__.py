@@ -47,7 +47,38 @@ _EXPORTS: dict[str, str] = {
     "CellRejectedError": "rlm_core.exceptions",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "RLM",
+    "Backend",
+    "BackendError",
+    "BudgetExceededError",
+    "CancellationError",
+    "CellRejectedError",
+    "Environment",
+    "ErrorThresholdExceededError",
+    "LMResponse",
+    "LMUsage",
+    "LimitExceededError",
+    "MissingAPIKeyError",
+    "ModelUsageSummary",
+    "PluginError",
+    "REPLResult",
+    "RLMChatCompletion",
+    "RLMError",
+    "RLMIteration",
+    "RLMLogger",
+    "SandboxError",
+    "Session",
+    "TimeoutExceededError",
+    "TokenLimitExceededError",
+    "UnknownBackendError",
+    "UnknownEnvironmentError",
+    "UsageSummary",
+    "__version__",
+    "get_registry",
+    "hookimpl",
+    "hookspec",
+]
 
 if TYPE_CHECKING:
     from rlm_core.backends.base import Backend, LMResponse, LMUsage

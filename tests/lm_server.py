@@ -113,6 +113,7 @@ class RecordedRequest:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # headers and body go in two writes: no delayed-ACK stall
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
 

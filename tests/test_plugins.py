@@ -315,3 +315,19 @@ def test_policy_plugin_can_reject_a_cell(register_plugin: Any) -> None:
     result = RLM(backend="scripted", backend_kwargs={"responses": Script(root)}).completion("c")
     assert result.response == "ok"
     assert "CellRejectedError: imports of os are not allowed here" in seen[1]
+
+
+def test_public_names_type_check_in_a_consumer(tmp_path: Path) -> None:
+    """``from rlm_core import RLM`` is an explicit export under ``mypy --strict``."""
+    import rlm_core
+
+    consumer = tmp_path / "consumer.py"
+    names = ", ".join(n for n in rlm_core.__all__ if n != "__version__")
+    consumer.write_text(f"from rlm_core import {names}\nprint(RLM)\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(consumer)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout

@@ -278,15 +278,23 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     def LoadContext(self, request_iterator: Iterator[pb.ContextChunk], context: Any) -> Any:
         buffer = bytearray()
-        index, kind, total = 0, 0, -1
+        index, kind, total, received = 0, 0, 0, 0
         for i, chunk in enumerate(request_iterator):
             if i == 0:
                 index, kind, total = chunk.index, int(chunk.kind), int(chunk.total_bytes)
-            buffer += chunk.data
-        if total >= 0 and len(buffer) != total:
+                buffer = bytearray(total)  # filled in place: no regrowing, no extra copy
+            end = received + len(chunk.data)
+            if end > total:
+                context.abort(
+                    grpc.StatusCode.DATA_LOSS,
+                    f"context {index}: more than the announced {total:,} bytes arrived",
+                )
+            buffer[received:end] = chunk.data
+            received = end
+        if received != total:
             context.abort(
                 grpc.StatusCode.DATA_LOSS,
-                f"context {index}: received {len(buffer):,} of {total:,} bytes",
+                f"context {index}: received {received:,} of {total:,} bytes",
             )
         try:
             value = codec.decode_context(kind, buffer)

@@ -160,13 +160,15 @@ class AgentClient:
             )
         self._outbox.put(pb.HostMessage(response=response))
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Ask the agent to end the session, then drop the connection."""
+    def close(self, timeout: float = 2.0, *, send_close: bool = True) -> None:
+        """Ask the agent to end the session (unless ``send_close`` is false, when the
+        sandbox is being stopped anyway), then drop the connection."""
         if self._closed.is_set():
             return
         self._closed.set()
-        with contextlib.suppress(grpc.RpcError):
-            self.stub.Close(pb.CloseRequest(), metadata=self.metadata, timeout=timeout)
+        if send_close:
+            with contextlib.suppress(grpc.RpcError):
+                self.stub.Close(pb.CloseRequest(), metadata=self.metadata, timeout=timeout)
         self._outbox.put(None)
         if self._stream is not None:
             self._stream.cancel()

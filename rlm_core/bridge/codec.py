@@ -58,11 +58,11 @@ def encode_context(payload: Any) -> tuple[int, bytes]:
 def decode_context(kind: int, data: bytes | bytearray) -> Any:
     """Inverse of :func:`encode_context`."""
     if kind == TEXT:
-        return bytes(data).decode("utf-8")
+        return data.decode("utf-8")
     if kind == BYTES:
         return bytes(data)
     if kind == JSON:
-        return json.loads(bytes(data).decode("utf-8"))
+        return json.loads(data)
     raise ValueError(f"unknown context kind {kind}")
 
 

@@ -213,10 +213,11 @@ class AgentEnvironment(Environment):
         client, self._client = self._client, None
         launcher, self._launcher = self._launcher, None
         pool, self._pool = self._pool, None
-        if client is not None:
-            client.close()
         if launcher is not None:
+            # Stopping the sandbox ends the session; no need to ask the agent first.
             launcher.terminate()
+        if client is not None:
+            client.close(send_close=launcher is None)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -177,13 +177,21 @@ class _Spares:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._spares: dict[AgentConfig, AgentProcess] = {}
-        self._starting: set[AgentConfig] = set()
+        self._starting: dict[AgentConfig, threading.Event] = {}
         atexit.register(self.stop_all)
 
-    def take(self, config: AgentConfig) -> AgentProcess | None:
-        """A ready spare for ``config`` (young enough to be claimed safely), or ``None``."""
+    def take(self, config: AgentConfig, wait: float) -> AgentProcess | None:
+        """A ready spare for ``config`` (young enough to be claimed safely), or ``None``.
+
+        A spare that is still starting is waited for (up to ``wait`` seconds): starting a
+        second agent beside it would only make both slower.
+        """
         with self._lock:
             spare = self._spares.pop(config, None)
+            starting = self._starting.get(config)
+        if spare is None and starting is not None and starting.wait(wait):
+            with self._lock:
+                spare = self._spares.pop(config, None)
         if spare is None:
             return None
         fresh = time.monotonic() - spare.started < config.heartbeat_timeout / 2
@@ -197,26 +205,26 @@ class _Spares:
         with self._lock:
             if config in self._spares or config in self._starting:
                 return
-            self._starting.add(config)
+            done = self._starting[config] = threading.Event()
 
         def start() -> None:
+            spare: AgentProcess | None = None
             try:
                 secrets = AgentSecrets(new_token(), make_tls_material() if config.tls else None)
                 spare = AgentProcess(config, secrets, ready_timeout)
-                try:
-                    spare.wait_ready()
-                except BaseException:
-                    spare.terminate()
-                    raise
+                spare.wait_ready()
             except Exception:
                 log.debug("could not start a spare agent", exc_info=True)
-                return
-            finally:
-                with self._lock:
-                    self._starting.discard(config)
+                if spare is not None:
+                    spare.terminate()
+                spare = None
+            old = None
             with self._lock:
-                old = self._spares.pop(config, None)
-                self._spares[config] = spare
+                del self._starting[config]
+                if spare is not None:
+                    old = self._spares.pop(config, None)
+                    self._spares[config] = spare
+            done.set()
             if old is not None:
                 old.terminate()
 
@@ -264,7 +272,7 @@ class SubprocessLauncher(Launcher):
             heartbeat_timeout,
             secrets.tls is not None,
         )
-        agent = _spares.take(config) if self.prewarm else None
+        agent = _spares.take(config, wait=self.ready_timeout) if self.prewarm else None
         if agent is None:
             agent = self.agent = AgentProcess(config, secrets, self.ready_timeout)
             agent.wait_ready()  # on failure the environment calls terminate()
