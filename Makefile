@@ -32,8 +32,8 @@ check-proto: $(STAMP)
 	$(BIN)/python proto/generate.py --check
 
 lint: $(STAMP)
-	$(BIN)/ruff check rlm_core tests
-	$(BIN)/ruff format --check rlm_core tests
+	$(BIN)/ruff check rlm_core tests bench proto
+	$(BIN)/ruff format --check rlm_core tests bench proto
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict rlm_core
