@@ -7,12 +7,14 @@ same stand-in LM logic.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 SAMPLE_PREFIX = "BENCH-SAMPLE "
@@ -239,3 +241,53 @@ WORKLOADS = (
     "fanout",
 )
 """Worker workload names (the driver's workload numbers map onto these)."""
+
+
+def emit_fanout(
+    one: list[float],
+    many: list[float],
+    failed_one: int,
+    failed_many: int,
+    first_failures: list[str],
+    width: int,
+    **meta: Any,
+) -> None:
+    """Emit the two fan-out series (one child, ``width`` children) with failure counts."""
+    meta["first_failure"] = first_failures[0][:300] if first_failures else None
+    emit(
+        "fanout", "s", one, children=1, failed_children=failed_one, total_children=len(one), **meta
+    )
+    emit(
+        "fanout",
+        "s",
+        many,
+        children=width,
+        failed_children=failed_many,
+        total_children=len(many) * width,
+        **meta,
+    )
+
+
+def worker_main(
+    runners: dict[str, Callable[[argparse.Namespace], None]],
+    variants: Iterable[str],
+    argv: list[str] | None,
+    **info: Any,
+) -> int:
+    """Parse a worker's arguments, report ``info`` and run one workload."""
+    assert set(runners) == set(WORKLOADS)
+    parser = argparse.ArgumentParser(description="Run one benchmark workload.")
+    parser.add_argument("workload", choices=sorted(runners))
+    parser.add_argument("--variant", default="local", choices=sorted(variants))
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--warm", type=int, default=4, help="warm batches per completion")
+    parser.add_argument("--size-mib", type=float, default=1.0)
+    parser.add_argument("--lm-url", default="")
+    parser.add_argument("--child-latency-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    emit_info(python=sys.version.split()[0], **info)
+    log(f"{args.workload} {args.variant}")
+    with contextlib.suppress(BrokenPipeError):
+        runners[args.workload](args)
+    return 0

@@ -12,7 +12,6 @@ the ``openai`` backend instead.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import gc
 import re
@@ -26,20 +25,19 @@ from typing import Any
 from _common import (
     CELL_ANSWER,
     ROOT_MARKER,
-    WORKLOADS,
     Script,
     cell_batched,
     cell_fanout,
     cell_sequential_calls,
     cell_subcalls,
     emit,
-    emit_info,
-    log,
+    emit_fanout,
     make_text,
     maxrss_mib,
     parse_answer,
     timed,
     vm_hwm_mib,
+    worker_main,
 )
 
 import rlm_core
@@ -376,22 +374,15 @@ def w_fanout(args: argparse.Namespace) -> None:
         max_concurrent_subcalls=args.width,
     )
     one, many, failed_one, failed_many, first = run_cell_answer(rlm, "fanout")
-    meta = {
-        "variant": args.variant,
-        "child_latency_ms": args.child_latency_ms,
-        "first_failure": first[0][:300] if first else None,
-    }
-    emit(
-        "fanout", "s", one, children=1, failed_children=failed_one, total_children=len(one), **meta
-    )
-    emit(
-        "fanout",
-        "s",
+    emit_fanout(
+        one,
         many,
-        children=args.width,
-        failed_children=failed_many,
-        total_children=len(many) * args.width,
-        **meta,
+        failed_one,
+        failed_many,
+        first,
+        args.width,
+        variant=args.variant,
+        child_latency_ms=args.child_latency_ms,
     )
 
 
@@ -405,30 +396,13 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "fixed": w_fixed,
     "fanout": w_fanout,
 }
-assert set(RUNNERS) == set(WORKLOADS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run one workload."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("workload", choices=sorted(RUNNERS))
-    parser.add_argument("--variant", default="local", choices=sorted(VARIANTS))
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--warm", type=int, default=4, help="warm batches per completion")
-    parser.add_argument("--size-mib", type=float, default=1.0)
-    parser.add_argument("--lm-url", default="")
-    parser.add_argument("--child-latency-ms", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    emit_info(
-        system="rlm-core",
-        library_version=rlm_core.__version__,
-        python=sys.version.split()[0],
+    """Run one workload (see ``_common.worker_main``)."""
+    return worker_main(
+        RUNNERS, VARIANTS, argv, system="rlm-core", library_version=rlm_core.__version__
     )
-    log(f"{args.workload} {args.variant}")
-    with contextlib.suppress(BrokenPipeError):
-        RUNNERS[args.workload](args)
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ the driver's local OpenAI-compatible server through ``rlms``'s own ``openai`` cl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import gc
 import sys
@@ -28,21 +27,20 @@ import rlm.core.rlm
 from _common import (
     CELL_ANSWER,
     ROOT_MARKER,
-    WORKLOADS,
     Script,
     cell_batched,
     cell_fanout,
     cell_sequential_calls,
     cell_subcalls,
     emit,
-    emit_info,
-    log,
+    emit_fanout,
     make_text,
     maxrss_mib,
     parse_answer,
     timed,
     usage_tokens,
     vm_hwm_mib,
+    worker_main,
 )
 from rlm import RLM
 from rlm.clients.base_lm import BaseLM
@@ -318,22 +316,15 @@ def w_fanout(args: argparse.Namespace) -> None:
         max_concurrent_subcalls=args.width,
     )
     one, many, failed_one, failed_many, first = run_cell_answer(rlm_, "fanout")
-    meta = {
-        "variant": args.variant,
-        "child_latency_ms": args.child_latency_ms,
-        "first_failure": first[0][:300] if first else None,
-    }
-    emit(
-        "fanout", "s", one, children=1, failed_children=failed_one, total_children=len(one), **meta
-    )
-    emit(
-        "fanout",
-        "s",
+    emit_fanout(
+        one,
         many,
-        children=args.width,
-        failed_children=failed_many,
-        total_children=len(many) * args.width,
-        **meta,
+        failed_one,
+        failed_many,
+        first,
+        args.width,
+        variant=args.variant,
+        child_latency_ms=args.child_latency_ms,
     )
 
 
@@ -347,28 +338,13 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "fixed": w_fixed,
     "fanout": w_fanout,
 }
-assert set(RUNNERS) == set(WORKLOADS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run one workload."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("workload", choices=sorted(RUNNERS))
-    parser.add_argument("--variant", default="local", choices=sorted(VARIANTS))
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--warm", type=int, default=4, help="warm batches per completion")
-    parser.add_argument("--size-mib", type=float, default=1.0)
-    parser.add_argument("--lm-url", default="")
-    parser.add_argument("--child-latency-ms", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    emit_info(
-        system="rlms", library_version=metadata.version("rlms"), python=sys.version.split()[0]
+    """Run one workload (see ``_common.worker_main``)."""
+    return worker_main(
+        RUNNERS, VARIANTS, argv, system="rlms", library_version=metadata.version("rlms")
     )
-    log(f"{args.workload} {args.variant}")
-    with contextlib.suppress(BrokenPipeError):
-        RUNNERS[args.workload](args)
-    return 0
 
 
 if __name__ == "__main__":

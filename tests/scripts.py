@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from rlm_core.types import RLMChatCompletion, UsageSummary
+
 Messages = list[dict[str, Any]]
 
 
@@ -57,3 +59,32 @@ class Script:
         with self.lock:
             self.sub_calls.append(prompt)
         return self.sub(prompt)
+
+
+class EchoHandler:
+    """A SubcallHandler (the host side of sub-calls) answering ``<kind>:<prompt>``.
+
+    Subclasses may override :meth:`answer` to shape replies.
+    """
+
+    def answer(self, prompt: Any, kind: str) -> str:
+        return f"{kind}:{prompt}"
+
+    def _c(self, prompt: Any, kind: str) -> RLMChatCompletion:
+        return RLMChatCompletion("echo", prompt, self.answer(prompt, kind), UsageSummary(), 0.0)
+
+    def llm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
+        return self._c(prompt, "llm")
+
+    def llm_query_batched(
+        self, prompts: list[Any], model: str | None = None
+    ) -> list[RLMChatCompletion]:
+        return [self._c(p, "llm") for p in prompts]
+
+    def rlm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
+        return self._c(prompt, "rlm")
+
+    def rlm_query_batched(
+        self, prompts: list[Any], model: str | None = None
+    ) -> list[RLMChatCompletion]:
+        return [self._c(p, "rlm") for p in prompts]

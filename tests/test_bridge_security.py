@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 import pytest
+from scripts import EchoHandler
 
 import rlm_core.bridge.client as client_module
 from rlm_core._proto.rlm.v1 import agent_pb2 as pb
@@ -52,29 +53,12 @@ OVER_LIMIT = 70 * 1024 * 1024  # characters; more bytes than MAX_MESSAGE_BYTES
 # -- helpers ------------------------------------------------------------------------------
 
 
-class Handler:
-    """A SubcallHandler answering ``<kind>:<prompt>``; the prompt ``"huge"`` gets an answer
-    larger than the message limit."""
+class Handler(EchoHandler):
+    """Answers ``<kind>:<prompt>``; the prompt ``"huge"`` gets an answer larger than the
+    message limit."""
 
-    def _c(self, prompt: Any, kind: str) -> RLMChatCompletion:
-        response = "y" * OVER_LIMIT if prompt == "huge" else f"{kind}:{prompt}"
-        return RLMChatCompletion("echo", prompt, response, UsageSummary(), 0.0)
-
-    def llm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
-        return self._c(prompt, "llm")
-
-    def llm_query_batched(
-        self, prompts: list[Any], model: str | None = None
-    ) -> list[RLMChatCompletion]:
-        return [self._c(p, "llm") for p in prompts]
-
-    def rlm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
-        return self._c(prompt, "rlm")
-
-    def rlm_query_batched(
-        self, prompts: list[Any], model: str | None = None
-    ) -> list[RLMChatCompletion]:
-        return [self._c(p, "rlm") for p in prompts]
+    def answer(self, prompt: Any, kind: str) -> str:
+        return "y" * OVER_LIMIT if prompt == "huge" else f"{kind}:{prompt}"
 
 
 @pytest.fixture

@@ -7,35 +7,11 @@ import threading
 from typing import Any
 
 import pytest
-from scripts import Script, finish, repl
+from scripts import EchoHandler, Script, finish, repl
 
 from rlm_core import RLM
 from rlm_core.environments.base import Session
 from rlm_core.environments.local import LocalEnvironment
-from rlm_core.types import RLMChatCompletion, UsageSummary
-
-
-class EchoHandler:
-    """A SubcallHandler that answers every call with a deterministic string."""
-
-    def _c(self, prompt: Any, kind: str) -> RLMChatCompletion:
-        return RLMChatCompletion("echo", prompt, f"{kind}:{prompt}", UsageSummary(), 0.0)
-
-    def llm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
-        return self._c(prompt, "llm")
-
-    def llm_query_batched(
-        self, prompts: list[Any], model: str | None = None
-    ) -> list[RLMChatCompletion]:
-        return [self._c(p, "llm") for p in prompts]
-
-    def rlm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
-        return self._c(prompt, "rlm")
-
-    def rlm_query_batched(
-        self, prompts: list[Any], model: str | None = None
-    ) -> list[RLMChatCompletion]:
-        return [self._c(p, "rlm") for p in prompts]
 
 
 @pytest.fixture
