@@ -169,9 +169,18 @@ class REPLNamespace:
         self._restore_scaffold()
 
     def install_tools(self, tools: list[ToolSpec]) -> None:
-        """Make custom tools (functions and values) available under their names."""
+        """Make custom tools available under their names: functions and values are bound,
+        ``{"source": ...}`` tools are run here (``ValueError`` if the source fails or does
+        not define the tool's name)."""
         for tool in tools:
-            self.ns[tool.name] = tool.value
+            source = tool.source
+            if source is None:
+                self.ns[tool.name] = tool.value
+            else:
+                result = self.run(source)
+                if result.error or tool.name not in self.ns:
+                    problem = result.error or f"it does not define {tool.name!r}"
+                    raise ValueError(f"custom tool {tool.name!r}: its source failed: {problem}")
             self._tool_names.add(tool.name)
 
     def _record(self, completions: list[RLMChatCompletion]) -> None:

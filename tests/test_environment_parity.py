@@ -138,15 +138,26 @@ def test_custom_tools(environment: str) -> None:
 
     code = (
         "try:\n    lookup('nowhere')\nexcept Exception as e:\n    err = str(e)\n"
-        "answer['content'] = f'{lookup(\"Oslo\") * FACTOR}|{\"unknown city\" in err}'\n"
+        "answer['content'] = f'{lookup(\"Oslo\") * FACTOR}|{\"unknown city\" in err}|{triple(2)}'\n"
         "answer['ready'] = True"
     )
     rlm = make_rlm(
         environment,
         Script([repl(code)]),
-        custom_tools={"lookup": lookup, "FACTOR": 2},
+        custom_tools={
+            "lookup": lookup,
+            "FACTOR": 2,
+            "triple": {"tool": {"source": "def triple(x):\n    return 3 * x"}, "description": "x3"},
+        },
     )
-    assert rlm.completion("c").response == "1400|True"
+    assert rlm.completion("c").response == "1400|True|6"
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_a_source_tool_that_fails_is_a_clear_error(environment: str) -> None:
+    rlm = make_rlm(environment, Script([finish("x")]), custom_tools={"f": {"source": "1/0"}})
+    with pytest.raises(Exception, match="custom tool 'f': its source failed: ZeroDivisionError"):
+        rlm.completion("c")
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)

@@ -236,8 +236,11 @@ class AgentServicer(pb_grpc.AgentServicer):
             elif kind == "json_value":
                 tools.append(ToolSpec(tool.name, codec.loads(tool.json_value)))
             elif kind == "source":
-                self.repl.run(tool.source)
-        self.repl.install_tools(tools)
+                tools.append(ToolSpec(tool.name, {"source": tool.source}))
+        try:
+            self.repl.install_tools(tools)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self.link.last_heard = time.monotonic()
         return pb.HandshakeResponse(
             protocol_version=PROTOCOL_VERSION,

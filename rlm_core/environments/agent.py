@@ -241,8 +241,8 @@ class AgentEnvironment(Environment):
         messages, host_tools = [], {}
         for tool in session.custom_tools:
             value = tool.value
-            if isinstance(value, dict) and set(value) == {"source"}:
-                messages.append(pb.Tool(name=tool.name, source=str(value["source"])))
+            if tool.source is not None:
+                messages.append(pb.Tool(name=tool.name, source=tool.source))
             elif callable(value):
                 host_tools[tool.name] = value
                 messages.append(pb.Tool(name=tool.name, host_callable=True))

@@ -77,6 +77,15 @@ class ToolSpec:
         """True for functions, False for data values."""
         return callable(self.value)
 
+    @property
+    def source(self) -> str | None:
+        """Python source to run inside the sandbox, for ``{"source": "def f(): ..."}``
+        entries (which must define ``name``); ``None`` for other tools."""
+        value = self.value
+        if isinstance(value, dict) and set(value) == {"source"}:
+            return str(value["source"])
+        return None
+
 
 def parse_tools(custom_tools: dict[str, Any] | None) -> list[ToolSpec]:
     """Parse ``custom_tools`` (``{name: value}`` or ``{name: {"tool": v, "description": d}}``).
@@ -108,7 +117,7 @@ def format_tools_for_prompt(custom_tools: dict[str, Any] | None) -> str | None:
     for tool in parse_tools(custom_tools):
         if tool.description:
             lines.append(f"- `{tool.name}`: {tool.description}")
-        elif tool.is_callable:
+        elif tool.is_callable or tool.source is not None:
             lines.append(f"- `{tool.name}`: A custom function")
         else:
             lines.append(f"- `{tool.name}`: A custom {type(tool.value).__name__} value")
