@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=32, help="gRPC worker threads")
     parser.add_argument(
+        "--shared-dir",
+        default=None,
+        help="a private directory the host can also write: large contexts may arrive as "
+        "files there instead of as streamed chunks (same-host sandboxes only)",
+    )
+    parser.add_argument(
         "--memory-limit-mb",
         type=int,
         default=None,

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from scripts import EchoHandler, Script, finish, repl
 
@@ -679,5 +680,55 @@ def test_a_non_json_tool_value_fails_at_start() -> None:
         pid = env.agent_pid
         if pid is not None:
             assert wait_gone(pid)
+    finally:
+        env.close()
+
+
+# -- same-host context hand-over -----------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("via_file", [True, False])
+def test_large_contexts_arrive_whole_by_file_or_by_stream(
+    via_file: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlm_core.environments.agent as agent_module
+
+    if not via_file:
+        monkeypatch.setattr(agent_module, "SHARED_FILE_MIN_BYTES", 1 << 62)
+    text = "".join(chr(0x41 + i % 26) + "é" for i in range(4 * 1024 * 1024))  # ~12 MiB UTF-8
+    env = start()
+    try:
+        shared = env.launcher.shared_dir() if env.launcher else None
+        assert shared is not None
+        env.add_context(text)
+        result = env.execute(
+            "import hashlib\nprint(len(context), hashlib.sha256(context.encode()).hexdigest())"
+        )
+        expected = hashlib.sha256(text.encode()).hexdigest()
+        assert result.stdout.split() == [str(len(text)), expected]
+        assert [n for n in os.listdir(shared) if n.startswith("context-")] == []
+    finally:
+        env.close()
+
+
+@pytest.mark.timeout(60)
+def test_payload_files_are_only_read_from_the_shared_directory(tmp_path: Path) -> None:
+    from rlm_core._proto.rlm.v1 import agent_pb2 as pb
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the agent")
+    env = start()
+    try:
+        client = env._client
+        assert client is not None
+        for name in (str(secret), "../" + secret.name, "/etc/hostname"):
+            chunk = pb.ContextChunk(index=5, kind=pb.CONTEXT_KIND_TEXT, total_bytes=5, path=name)
+            with pytest.raises(grpc.RpcError) as info:
+                client.stub.LoadContext(iter([chunk]), metadata=client.metadata)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert secret.read_text() == "not for the agent"
+        with pytest.raises(KeyError):
+            env.get_variable("context_5")
     finally:
         env.close()

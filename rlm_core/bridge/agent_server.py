@@ -11,6 +11,7 @@ timeout, so a sandbox never outlives its host.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -208,7 +209,13 @@ class _Cell:
 class AgentServicer(pb_grpc.AgentServicer):
     """Implements the ``Agent`` service over one :class:`REPLNamespace`."""
 
-    def __init__(self, shutdown: Callable[[str], None], heartbeat_timeout: float) -> None:
+    def __init__(
+        self,
+        shutdown: Callable[[str], None],
+        heartbeat_timeout: float,
+        shared_dir: str | None = None,
+    ) -> None:
+        self.shared_dir = shared_dir
         self.link = HostLink()
         self.repl = REPLNamespace(self.link)
         self._shutdown = shutdown
@@ -286,6 +293,9 @@ class AgentServicer(pb_grpc.AgentServicer):
             if i == 0:
                 index, kind, total = chunk.index, int(chunk.kind), int(chunk.total_bytes)
                 buffer = bytearray(total)  # filled in place: no regrowing, no extra copy
+                if chunk.path:
+                    received = self._read_shared_file(chunk.path, buffer, index, context)
+                    continue
             end = received + len(chunk.data)
             if end > total:
                 context.abort(
@@ -310,6 +320,25 @@ class AgentServicer(pb_grpc.AgentServicer):
             type_name=type(value).__name__,
             length=len(value) if hasattr(value, "__len__") else 0,
         )
+
+    def _read_shared_file(self, name: str, buffer: bytearray, index: int, context: Any) -> int:
+        """Fill ``buffer`` from a payload file the host left in the shared directory."""
+        shared = self.shared_dir
+        path = os.path.realpath(os.path.join(shared or "", name))
+        if shared is None or os.path.dirname(path) != os.path.realpath(shared):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"context {index}: payload files are only read from the shared directory",
+            )
+        try:
+            with open(path, "rb") as f:
+                received = f.readinto(buffer)
+        except OSError as exc:
+            context.abort(grpc.StatusCode.DATA_LOSS, f"context {index}: {exc}")
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return received
 
     def GetVariable(self, request: pb.GetVariableRequest, context: Any) -> Any:
         try:
@@ -454,7 +483,7 @@ def serve(args: Any) -> int:
             stop.set()
             servicer.cells.put(None)
 
-    servicer = AgentServicer(shutdown, args.heartbeat_timeout)
+    servicer = AgentServicer(shutdown, args.heartbeat_timeout, args.shared_dir)
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from secrets import token_hex
 from typing import Any, ClassVar, cast
 
 import grpc
@@ -49,6 +51,9 @@ from rlm_core.types import REPLResult, RLMChatCompletion
 log = logging.getLogger(__name__)
 
 _REPLAYED = re.compile(r"^history(_\d+)?$")
+
+SHARED_FILE_MIN_BYTES = 4 * 1024 * 1024
+"""Contexts at least this large go through the launcher's shared directory when it has one."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,12 @@ class Launcher(ABC):
     def diagnostics(self) -> str:
         """The last lines the agent wrote to its stderr, when the provider has them."""
         return ""
+
+    def shared_dir(self) -> str | None:
+        """A private directory that both the host and the agent (``--shared-dir``) can use,
+        for sandboxes on the host's own machine; large contexts then travel as a file
+        instead of as streamed chunks. ``None`` (the default) for remote sandboxes."""
+        return None
 
 
 def _describe_status(status: int | None) -> str:
@@ -345,6 +356,11 @@ class AgentEnvironment(Environment):
         """Stream ``payload`` to the agent in chunks (never as source text)."""
         client = self._require_client()
         kind, data = codec.encode_context(payload)
+        shared = self._launcher.shared_dir() if self._launcher is not None else None
+        if shared is not None and len(data) >= SHARED_FILE_MIN_BYTES:
+            self._load_context_file(client, shared, index, kind, data)
+            self._contexts[index] = payload
+            return
 
         def chunks() -> Iterator[pb.ContextChunk]:
             for i, piece in enumerate(codec.chunks(data)):
@@ -363,6 +379,26 @@ class AgentEnvironment(Environment):
         except grpc.RpcError as exc:
             raise self._failure(exc, f"loading context {index}") from None
         self._contexts[index] = payload
+
+    def _load_context_file(
+        self, client: AgentClient, shared: str, index: int, kind: int, data: bytes
+    ) -> None:
+        """Same-host shortcut: write the payload into the shared directory, announce it."""
+        name = f"context-{index}-{token_hex(8)}.bin"
+        path = os.path.join(shared, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            chunk = pb.ContextChunk(
+                index=index, kind=cast(pb.ContextKind, kind), total_bytes=len(data), path=name
+            )
+            client.stub.LoadContext(iter([chunk]), metadata=client.metadata)
+        except grpc.RpcError as exc:
+            raise self._failure(exc, f"loading context {index}") from None
+        finally:
+            with contextlib.suppress(OSError):  # the agent deletes it once read
+                os.unlink(path)
 
     def execute(self, code: str, timeout: float | None = None) -> REPLResult:
         """Run a cell in the agent; interrupt it after the timeout (state kept); if it

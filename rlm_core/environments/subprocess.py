@@ -72,6 +72,8 @@ class AgentProcess:
             str(config.heartbeat_timeout),
             "--die-with-parent",
             str(os.getpid()),
+            "--shared-dir",
+            self.dir,
         ]
         if config.memory_limit_mb:
             command += ["--memory-limit-mb", str(config.memory_limit_mb)]
@@ -299,6 +301,10 @@ class SubprocessLauncher(Launcher):
     def pid(self) -> int | None:
         """The child's process id."""
         return None if self.agent is None else self.agent.process.pid
+
+    def shared_dir(self) -> str | None:
+        """The agent's private socket directory: large contexts are handed over as files."""
+        return None if self.agent is None else self.agent.dir
 
     @property
     def process(self) -> subprocess.Popen[str] | None:

@@ -75,16 +75,18 @@ class HandshakeResponse(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., python_version: _Optional[str] = ...) -> None: ...
 
 class ContextChunk(_message.Message):
-    __slots__ = ("index", "kind", "data", "total_bytes")
+    __slots__ = ("index", "kind", "data", "total_bytes", "path")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
     index: int
     kind: ContextKind
     data: bytes
     total_bytes: int
-    def __init__(self, index: _Optional[int] = ..., kind: _Optional[_Union[ContextKind, str]] = ..., data: _Optional[bytes] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+    path: str
+    def __init__(self, index: _Optional[int] = ..., kind: _Optional[_Union[ContextKind, str]] = ..., data: _Optional[bytes] = ..., total_bytes: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
 
 class LoadContextResponse(_message.Message):
     __slots__ = ("received_bytes", "type_name", "length")
