@@ -14,6 +14,7 @@ import io
 import itertools
 import linecache
 import os
+import re
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from rlm_core.types import REPLResult, RLMChatCompletion
 MAX_CAPTURED_CHARS = 1_000_000
 """Per-stream cap on what one cell's stdout/stderr keeps in memory."""
 
+_NUMBERED = re.compile(r"^(context|history)_\d+$")
 _SCAFFOLD_FUNCTIONS = ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched")
 _cell_ids = itertools.count(1)
 
@@ -108,6 +110,18 @@ def _ensure_routing() -> None:
 
 
 @contextmanager
+def host_output() -> Iterator[None]:
+    """Let host code that runs on a cell's thread (callbacks, hooks, child RLMs' progress)
+    print to the real streams instead of into the cell's output."""
+    saved = getattr(_route, "stdout", None), getattr(_route, "stderr", None)
+    _route.stdout = _route.stderr = None
+    try:
+        yield
+    finally:
+        _route.stdout, _route.stderr = saved
+
+
+@contextmanager
 def capture_output(
     limit: int = MAX_CAPTURED_CHARS,
 ) -> Iterator[tuple[_BoundedBuffer, _BoundedBuffer]]:
@@ -157,6 +171,8 @@ class REPLNamespace:
         self._calls: list[RLMChatCompletion] = []
         self._calls_lock = threading.Lock()
         self._subcalls: SubcallHandler | None = None
+        self.executing = False
+        """True exactly while a cell's code runs (interrupts are only delivered then)."""
         self.ns["answer"] = {"content": "", "ready": False}
         self.ns["SHOW_VARS"] = self.show_vars
         self.bind(subcalls)
@@ -243,10 +259,10 @@ class REPLNamespace:
     # -- variables ----------------------------------------------------------------------
 
     def set(self, name: str, value: Any) -> None:
-        """Bind a variable; reserved names (``context``, ``history``) are pinned, so a cell
-        that rebinds them gets them back after it ends."""
+        """Bind a variable; REPL names (``context``, ``context_N``, ``history``,
+        ``history_N``) are pinned, so a cell that rebinds them gets them back after it ends."""
         self.ns[name] = value
-        if name in RESERVED_NAMES:
+        if name in RESERVED_NAMES or _NUMBERED.match(name):
             self._pinned[name] = value
 
     def get(self, name: str) -> Any:
@@ -257,7 +273,7 @@ class REPLNamespace:
 
     def load_context(self, payload: Any, index: int) -> None:
         """Bind ``context_{index}`` (and ``context`` for index 0)."""
-        self.ns[f"context_{index}"] = payload
+        self.set(f"context_{index}", payload)
         if index == 0:
             self.set("context", payload)
 
@@ -287,7 +303,11 @@ class REPLNamespace:
             try:
                 compiled = compile(code, filename, "exec")
                 linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-                exec(compiled, self.ns)
+                self.executing = True
+                try:
+                    exec(compiled, self.ns)
+                finally:
+                    self.executing = False
             except SystemExit as exc:
                 error = f"SystemExit: {exc.code}"
                 err.write(f"{error} (the cell called sys.exit; the REPL keeps running)\n")

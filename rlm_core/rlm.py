@@ -32,6 +32,7 @@ from rlm_core.prompts import (
     build_user_prompt,
     compaction_resume,
 )
+from rlm_core.repl import host_output
 from rlm_core.tokens import DEFAULT_CONTEXT_LIMIT, estimate_message_tokens
 from rlm_core.types import (
     CodeBlock,
@@ -56,22 +57,33 @@ IterationStart = Callable[[int, int], None]
 IterationComplete = Callable[[int, int, float], None]
 
 
+_SECRET_WORDS = ("token", "secret", "password", "credential", "auth")
+
+
+def _is_secret(key: str) -> bool:
+    low = key.lower()
+    return ("api" in low and "key" in low) or any(word in low for word in _SECRET_WORDS)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "<redacted>" if _is_secret(str(k)) else _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
 def _filter_secrets(kwargs: dict[str, Any] | None) -> dict[str, Any]:
-    """Drop API keys (any key naming both "api" and "key") and tokens before logging."""
-    out = {}
-    for key, value in (kwargs or {}).items():
-        low = key.lower()
-        if ("api" in low and "key" in low) or "token" in low or "secret" in low:
-            continue
-        out[key] = value
-    return out
+    """Kwargs safe to log: API keys, tokens, secrets, passwords, credentials and auth
+    values are dropped at the top level and redacted at any depth (headers, ``env``)."""
+    return {key: _redact(value) for key, value in (kwargs or {}).items() if not _is_secret(key)}
 
 
 def _safe_call(callback: Callable[..., None] | None, *args: Any) -> None:
     if callback is None:
         return
-    with contextlib.suppress(Exception):  # a user callback must never break a run
-        callback(*args)
+    with host_output(), contextlib.suppress(Exception):  # never break a run, never print
+        callback(*args)  # into a cell's output (callbacks may run on a cell's thread)
 
 
 class _Backends:
@@ -105,6 +117,13 @@ class _Backends:
             return self.by_model[model]
         if depth == 1 and self.others:
             return self.others[0]
+        return self.default
+
+    def for_root(self, model: str | None) -> Backend:
+        """The backend for an RLM's own (root) calls: the one serving ``model`` when a
+        configured backend does, else the main backend (called with ``model``)."""
+        if model and model in self.by_model:
+            return self.by_model[model]
         return self.default
 
     def close(self) -> None:
@@ -152,16 +171,17 @@ class _Run:
             pool = self._pool
         return list(pool.map(fn, items))
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     def _notify(self, kind: str, prompt: Any, model: str | None, result: RLMChatCompletion) -> None:
-        get_registry().hook.rlm_on_subcall(
-            kind=kind, prompt=prompt, model=model, depth=self.rlm.depth, result=result
-        )
+        with host_output():
+            get_registry().hook.rlm_on_subcall(
+                kind=kind, prompt=prompt, model=model, depth=self.rlm.depth, result=result
+            )
 
     # -- SubcallHandler -----------------------------------------------------------------
 
@@ -383,8 +403,8 @@ class RLM:
         self._parent_ledger: UsageLedger | None = None
         self._persistent_env: Environment | None = None
         self._best_partial_answer: str | None = None
-        self._ledger: UsageLedger | None = None
         self._lock = threading.Lock()
+        self._run_lock = threading.RLock()
 
         if self.logger is not None or verbose:
             metadata = RLMMetadata(
@@ -502,35 +522,38 @@ class RLM:
 
     def _root_call(self, messages: Messages, run: _Run) -> str:
         run.ledger.check(self._best_partial_answer)
-        reply = run.backends.default.complete(list(messages), self._model_override)
+        backend = run.backends.for_root(self._model_override)
+        reply = backend.complete(list(messages), self._model_override)
         run.ledger.record(reply.model, reply.usage)
         return reply.text
 
-    def _cell_time_left(self) -> float | None:
+    @staticmethod
+    def _cell_time_left(run: _Run) -> float | None:
         """Seconds until the run's deadline, for environments that can interrupt cells."""
-        ledger = self._ledger
-        deadline = ledger.deadline() if ledger is not None else None
+        deadline = run.ledger.deadline()
         return None if deadline is None else max(0.001, deadline - time.monotonic())
 
-    def _run_cell(self, env: Environment, code: str) -> REPLResult:
+    def _run_cell(self, env: Environment, code: str, run: _Run) -> REPLResult:
         hook = get_registry().hook
         try:
-            hook.rlm_before_cell(code=code, depth=self.depth, environment=env)
+            with host_output():
+                hook.rlm_before_cell(code=code, depth=self.depth, environment=env)
         except CellRejectedError as exc:
             message = f"CellRejectedError: {exc}"
             return REPLResult(stderr=message, error=message)
         try:
-            result = env.execute(code, timeout=self._cell_time_left())
+            result = env.execute(code, timeout=self._cell_time_left(run))
         except SandboxRestartedError as exc:
             message = f"SandboxRestartedError: {exc}"
             result = REPLResult(stderr=message, error=message)
-        hook.rlm_after_cell(code=code, result=result, depth=self.depth, environment=env)
+        with host_output():
+            hook.rlm_after_cell(code=code, result=result, depth=self.depth, environment=env)
         return result
 
     def _maybe_compact(
         self, messages: Messages, run: _Run, env: Environment, count: int
     ) -> tuple[Messages, int]:
-        backend = run.backends.default
+        backend = run.backends.for_root(self._model_override)
         limit = backend.context_limit(self._model_override) or DEFAULT_CONTEXT_LIMIT
         used = estimate_message_tokens(messages)
         if used < int(self.compaction_threshold_pct * limit):
@@ -539,8 +562,9 @@ class RLM:
         summary = self._root_call([*messages, {"role": "user", "content": COMPACTION_REQUEST}], run)
         env.extend_variable("history", [{"type": "summary", "content": summary}])
         self.verbose.print_compaction(used, limit)
+        fixed_prefix = 3 if self.user_prologue else 2  # system, metadata[, prologue]
         compacted = [
-            *messages[:2],
+            *messages[:fixed_prefix],
             {"role": "assistant", "content": summary},
             {"role": "user", "content": compaction_resume(count)},
         ]
@@ -551,8 +575,14 @@ class RLM:
 
         ``root_prompt`` is a short question the root LM sees directly. Returns an
         :class:`RLMChatCompletion` whose ``usage_summary`` covers every LM call of the
-        run: root, sub-calls and child RLMs.
+        run: root, sub-calls and child RLMs. Calls on one instance run one at a time (they
+        share its logger, persistent REPL and best partial answer); use one ``RLM`` per
+        concurrent task.
         """
+        with self._run_lock:
+            return self._completion(prompt, root_prompt)
+
+    def _completion(self, prompt: Any, root_prompt: str | None) -> RLMChatCompletion:
         start = time.perf_counter()
         now = time.monotonic()
         ledger = UsageLedger(
@@ -566,7 +596,6 @@ class RLM:
             parent=self._parent_ledger,
         )
         self._best_partial_answer = None
-        self._ledger = ledger
         backends = self._get_backends()
         if self.depth >= self.max_depth:
             return self._fallback_answer(prompt, ledger, backends, start)
@@ -575,15 +604,18 @@ class RLM:
 
         run = _Run(self, ledger, backends)
         env = self._start_environment(run, prompt)
+        finished = False
         try:
-            return self._loop(prompt, root_prompt, run, env, start)
+            result = self._loop(prompt, root_prompt, run, env, start)
+            finished = True
+            return result
         except KeyboardInterrupt:
             raise CancellationError(
                 partial_answer=self._best_partial_answer,
                 message="Execution cancelled by user (Ctrl+C)",
             ) from None
         finally:
-            run.close()
+            run.close(wait=finished)  # on errors and Ctrl+C, do not wait for calls in flight
             if not self.persistent:
                 env.close()
 
@@ -612,7 +644,7 @@ class RLM:
             blocks: list[CodeBlock] = []
             final_answer: str | None = None
             for code in find_code_blocks(response):
-                result = self._run_cell(env, code)
+                result = self._run_cell(env, code, run)
                 blocks.append(CodeBlock(code, result))
                 if result.final_answer is not None:
                     final_answer = result.final_answer
@@ -691,7 +723,8 @@ class RLM:
             execution_time=elapsed,
             metadata=self.logger.get_trajectory() if self.logger is not None else None,
         )
-        get_registry().hook.rlm_on_completion(completion=completion, depth=self.depth)
+        with host_output():
+            get_registry().hook.rlm_on_completion(completion=completion, depth=self.depth)
         return completion
 
     def _fallback_answer(
@@ -699,7 +732,8 @@ class RLM:
     ) -> RLMChatCompletion:
         """At ``depth >= max_depth`` an RLM is a plain LM call."""
         ledger.check()
-        reply = backends.default.complete(to_messages(prompt), self._model_override)
+        backend = backends.for_root(self._model_override)
+        reply = backend.complete(to_messages(prompt), self._model_override)
         ledger.record(reply.model, reply.usage)
         completion = RLMChatCompletion(
             root_model=reply.model,
@@ -708,7 +742,8 @@ class RLM:
             usage_summary=ledger.summary(),
             execution_time=time.perf_counter() - start,
         )
-        get_registry().hook.rlm_on_completion(completion=completion, depth=self.depth)
+        with host_output():
+            get_registry().hook.rlm_on_completion(completion=completion, depth=self.depth)
         return completion
 
     async def acompletion(self, prompt: Any, root_prompt: str | None = None) -> RLMChatCompletion:

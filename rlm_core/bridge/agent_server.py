@@ -410,7 +410,8 @@ class AgentServicer(pb_grpc.AgentServicer):
         main = threading.main_thread()
 
         def on_timeout_signal(signum: int, frame: Any) -> None:
-            if self.running is not None:
+            # Only while the cell's own code runs: never inside the REPL's bookkeeping.
+            if self.running is not None and self.repl.executing:
                 raise CellTimeout(f"the cell exceeded its {self.running.timeout:g}s timeout")
 
         signal.signal(signal.SIGUSR1, on_timeout_signal)
@@ -510,8 +511,15 @@ def serve(args: Any) -> int:
     print(f"RLM-AGENT-READY port={port} pid={os.getpid()}", flush=True)
 
     def watchdog() -> None:
+        last_tick = time.monotonic()
         while not stop.wait(0.25):
-            silent = time.monotonic() - servicer.link.last_heard
+            now = time.monotonic()
+            if now - last_tick > 1.0:
+                # This thread was starved (a cell held the GIL), and so was the stream reader:
+                # the host's heartbeats are queued, not missing. Start counting afresh.
+                servicer.link.last_heard = max(servicer.link.last_heard, now)
+            last_tick = now
+            silent = now - servicer.link.last_heard
             if silent > servicer.heartbeat_timeout:
                 shutdown(f"no word from the host for {silent:.1f}s")
 

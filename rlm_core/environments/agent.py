@@ -286,11 +286,12 @@ class AgentEnvironment(Environment):
                 with self._calls_lock:
                     self._calls.extend(completions)
                 response.completions.extend(codec.completion_to_bytes(c) for c in completions)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from a tool must not leave the cell waiting
             response.error = str(exc)
             response.error_type = type(exc).__name__
-        if client is not None:
-            client.respond(response)
+        finally:
+            if client is not None:
+                client.respond(response)
 
     def _call_lm(self, request: pb.SubcallRequest) -> list[RLMChatCompletion]:
         subcalls = self._require_session().subcalls

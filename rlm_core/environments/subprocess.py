@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -77,7 +79,21 @@ class AgentProcess:
         ]
         if config.memory_limit_mb:
             command += ["--memory-limit-mb", str(config.memory_limit_mb)]
-        self.process: subprocess.Popen[str] = _spawner.submit(
+        try:
+            self.process: subprocess.Popen[str] = self._spawn(command)
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+        self.endpoint = Endpoint(
+            target=f"unix:{socket_path}",
+            token=secrets.token,
+            server_certificate=secrets.tls.certificate if secrets.tls else None,
+        )
+        self._secrets = secrets
+        self._ready_timeout = ready_timeout
+
+    def _spawn(self, command: list[str]) -> subprocess.Popen[str]:
+        return _spawner.submit(
             subprocess.Popen,
             command,
             stdin=subprocess.PIPE,
@@ -88,13 +104,6 @@ class AgentProcess:
             cwd=self.dir,
             start_new_session=True,
         ).result()
-        self.endpoint = Endpoint(
-            target=f"unix:{socket_path}",
-            token=secrets.token,
-            server_certificate=secrets.tls.certificate if secrets.tls else None,
-        )
-        self._secrets = secrets
-        self._ready_timeout = ready_timeout
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "RLM_AGENT_TOKEN"}
@@ -164,6 +173,9 @@ class AgentProcess:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10.0)
+        # The agent leads its own process group: take whatever its cells started with it.
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
