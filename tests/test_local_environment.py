@@ -292,3 +292,76 @@ def test_compaction_summarises_and_keeps_full_history_in_the_repl() -> None:
     assert "`history`" in seen[0][0]["content"]
     after = [m for m in seen if "compacted 1 time" in str(m)]
     assert after and len(after[0]) <= 6  # system, metadata, summary, resume, turn prompt
+
+
+def test_callback_output_goes_to_the_console_not_into_the_cell() -> None:
+    seen: list[str] = []
+
+    def root(messages: list[dict[str, str]]) -> str:
+        seen.extend(m["content"] for m in messages if m["role"] == "user")
+        if messages[1]["content"].startswith("Your context is a str of 3 total"):  # the child
+            return finish("kid")
+        turn = sum(1 for m in messages if m["role"] == "assistant")
+        return repl("print('cell says hi', rlm_query('kid'))") if turn == 0 else finish("ok")
+
+    rlm = RLM(
+        backend="scripted",
+        backend_kwargs={"responses": Script(root)},
+        max_depth=2,
+        on_subcall_start=lambda d, m, p: print("[progress] child started"),
+        on_iteration_start=lambda d, n: print(f"[progress] depth {d} turn {n}"),
+    )
+    assert rlm.completion("parent context").response == "ok"
+    feedback = next(s for s in seen if "cell says hi" in s)
+    assert "[progress]" not in feedback
+
+
+def test_numbered_contexts_and_histories_are_restored_after_a_cell(env: LocalEnvironment) -> None:
+    env.add_context("second")
+    env.add_history([{"role": "user", "content": "h"}])
+    env.execute("context = context_0 = context_1 = history_0 = 'clobbered'")
+    result = env.execute("print(context, context_0, context_1, history_0[0]['content'])")
+    assert result.stdout == "the context the context second h\n"
+
+
+def test_compaction_keeps_the_user_prologue() -> None:
+    seen: list[list[dict[str, str]]] = []
+
+    def root(messages: list[dict[str, str]]) -> str:
+        seen.append(messages)
+        if messages[-1]["content"].startswith("Summarize your progress"):
+            return "SUMMARY"
+        if "compacted 1 time" in str(messages):
+            return finish("done")
+        return repl("print('w' * 4000)")
+
+    rlm = RLM(
+        backend="scripted",
+        backend_kwargs={"responses": Script(root), "context_window": 3_000},
+        compaction=True,
+        user_prologue="PROLOGUE: be brief",
+    )
+    assert rlm.completion("c").response == "done"
+    after = next(m for m in seen if "compacted 1 time" in str(m))
+    assert after[2] == {"role": "user", "content": "PROLOGUE: be brief"}
+
+
+def test_concurrent_calls_on_one_rlm_keep_their_trajectories_apart() -> None:
+    import asyncio
+
+    from rlm_core import RLMLogger
+
+    def root(messages: list[dict[str, str]]) -> str:
+        turn = sum(1 for m in messages if m["role"] == "assistant")
+        if turn < 3:
+            return repl("import time\ntime.sleep(0.01)")
+        return repl("answer['content'] = context\nanswer['ready'] = True")
+
+    rlm = RLM(backend="scripted", backend_kwargs={"responses": Script(root)}, logger=RLMLogger())
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(rlm.acompletion("A"), rlm.acompletion("B")))
+
+    a, b = asyncio.run(both())
+    assert (a.response, b.response) == ("A", "B")
+    assert len(a.metadata["iterations"]) == 4 and len(b.metadata["iterations"]) == 4

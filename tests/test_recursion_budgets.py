@@ -331,3 +331,59 @@ def test_keyboard_interrupt_becomes_cancellation_with_partial_answer() -> None:
         rlm.completion("c")
     # The best answer so far is the reply of the last turn that completed.
     assert info.value.partial_answer is not None and "x = 1" in info.value.partial_answer
+
+
+def test_rlm_query_with_a_model_uses_the_backend_serving_that_model() -> None:
+    served: list[str] = []
+
+    def backend(name: str) -> Any:
+        def responses(messages: Messages, model: str) -> str:
+            served.append(f"{name}:{model}")
+            if messages[1]["content"].startswith("Your context is a str of 4 total"):  # child
+                return finish(f"child on {name}")
+            turn = sum(1 for m in messages if m["role"] == "assistant")
+            if turn == 0:
+                return repl("r = rlm_query('kid1', model='model-b')\nprint(r)")
+            return repl("answer['content'] = r\nanswer['ready'] = True")
+
+        return responses
+
+    rlm = RLM(
+        backend="scripted",
+        backend_kwargs={"responses": backend("A"), "model_name": "model-a"},
+        other_backends=["scripted"],
+        other_backend_kwargs=[{"responses": backend("B"), "model_name": "model-b"}],
+        max_depth=2,
+    )
+    result = rlm.completion("the root context")
+    assert result.response == "child on B"
+    assert "B:model-b" in served and "A:model-b" not in served
+    usage = result.usage_summary.model_usage_summaries
+    assert usage["model-a"].total_calls == 2 and usage["model-b"].total_calls == 1
+
+
+def test_ctrl_c_does_not_wait_for_sub_calls_in_flight() -> None:
+    import _thread
+
+    finished: list[str] = []
+    started = threading.Event()
+
+    def sub(prompt: str) -> str:
+        started.set()
+        time.sleep(3)
+        finished.append(prompt)
+        return "late"
+
+    code = "rs = llm_query_batched(['a', 'b', 'c', 'd'])"
+    rlm = RLM(backend="scripted", backend_kwargs={"responses": Script([repl(code)], sub=sub)})
+
+    def interrupt() -> None:
+        started.wait(10)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    from rlm_core import CancellationError
+
+    with pytest.raises(CancellationError):
+        rlm.completion("c")
+    assert finished == []  # raised while every sub-call was still in flight

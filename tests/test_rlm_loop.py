@@ -322,3 +322,21 @@ def test_sampling_args_reach_the_backend_kwargs() -> None:
     assert rlm.other_backend_kwargs is not None
     # As in rlms: the sub backend mirrors the root kwargs, then sub_sampling_args apply.
     assert rlm.other_backend_kwargs[0]["sampling_args"] == {"temperature": 0.1, "seed": 3}
+
+
+def test_nested_secrets_never_reach_the_log(tmp_path: object) -> None:
+    logger = RLMLogger(log_dir=str(tmp_path))
+    RLM(
+        backend="scripted",
+        backend_kwargs={
+            "responses": [finish("x")],
+            "default_headers": {"Authorization": "Bearer sk-HEADER-SECRET", "X-Trace": "ok"},
+        },
+        environment_kwargs={"env": {"OPENAI_API_KEY": "sk-ENV-SECRET", "MODE": "fast"}},
+        logger=logger,
+    ).completion("c")
+    assert logger.log_file_path is not None
+    with open(logger.log_file_path, encoding="utf-8") as f:
+        text = f.read()
+    assert "sk-HEADER-SECRET" not in text and "sk-ENV-SECRET" not in text
+    assert "X-Trace" in text and "fast" in text

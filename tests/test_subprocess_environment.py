@@ -732,3 +732,71 @@ def test_payload_files_are_only_read_from_the_shared_directory(tmp_path: Path) -
             env.get_variable("context_5")
     finally:
         env.close()
+
+
+# -- robustness ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_cell_holding_the_gil_longer_than_the_heartbeat_timeout_keeps_the_session() -> None:
+    """A long C call starves the agent's stream reader and watchdog alike; the queued
+    heartbeats are not missing, so the agent must not shut itself down."""
+    env = start(heartbeat_interval=0.2, heartbeat_timeout=1.0)
+    try:
+        pid = pid_of(env)
+        env.execute("keep = 42")
+        result = env.execute("x = 3 ** (10 ** 7)\nprint('done')")  # ~2 s holding the GIL
+        assert result.stdout == "done\n", result.stderr
+        assert env.get_variable("keep") == 42
+        assert pid_of(env) == pid and not gone(pid)
+    finally:
+        env.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_host_tool_raising_system_exit_fails_the_call_instead_of_hanging() -> None:
+    def strict(value: int) -> int:
+        if value < 0:
+            raise SystemExit("usage: strict VALUE")
+        return value
+
+    env = start(Session(subcalls=EchoHandler(), custom_tools=parse_tools({"strict": strict})))
+    try:
+        result = env.execute(
+            "try:\n    strict(-1)\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+            "print(strict(5))"
+        )
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("HostToolError SystemExit: usage: strict VALUE")
+        assert lines[1] == "5"
+    finally:
+        env.close()
+
+
+@pytest.mark.timeout(60)
+def test_close_also_stops_processes_the_cells_started() -> None:
+    env = start()
+    try:
+        result = env.execute(
+            "import subprocess\np = subprocess.Popen(['sleep', '300'])\nprint(p.pid)"
+        )
+        grandchild = int(result.stdout)
+        assert not gone(grandchild)
+    finally:
+        env.close()
+    assert wait_gone(grandchild)
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_spawn_leaves_no_directory_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    for _ in range(3):
+        env = SubprocessEnvironment(python=str(tmp_path / "no-such-python"), prewarm=False)
+        with pytest.raises(SandboxError):
+            env.start(Session(subcalls=EchoHandler()))
+        env.close()
+    assert os.listdir(scratch) == []
