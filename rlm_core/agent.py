@@ -14,17 +14,30 @@ import argparse
 import sys
 
 
-def _apply_process_limits(memory_limit_mb: int | None, parent: int | None) -> None:
+def _apply_process_limits(
+    memory_limit_mb: int | None, parent: int | None, shared_dir: str | None
+) -> None:
+    import os
+    import shutil
+    import signal
+
+    def leave(*_: object) -> None:
+        # Until the agent is serving (which installs a graceful handler), a termination
+        # just removes the launcher's private directory and exits.
+        if shared_dir:
+            shutil.rmtree(shared_dir, ignore_errors=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, leave)
     if parent is not None and sys.platform.startswith("linux"):
         import ctypes
-        import os
-        import signal
 
         pr_set_pdeathsig = 1
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        # SIGTERM, so the agent can remove its shared directory on the way out.
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # the launcher died before the signal was armed
-            raise SystemExit(3)
+            leave()
     if memory_limit_mb is not None:
         import resource
 
@@ -70,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         help="exit when the process PPID (the launcher) dies (Linux parent-death signal)",
     )
     args = parser.parse_args(argv)
-    _apply_process_limits(args.memory_limit_mb, args.die_with_parent)
+    _apply_process_limits(args.memory_limit_mb, args.die_with_parent, args.shared_dir)
 
     from rlm_core.bridge.agent_server import serve
 

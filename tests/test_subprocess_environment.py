@@ -425,6 +425,11 @@ def test_the_agent_dies_with_its_host(how: str) -> None:
             host.kill()
         assert host.wait(timeout=30) == (0 if how == "exit" else -9)
         assert wait_gone(agent_pid, 30.0)
+        # The agent removes its private directory itself on the way out.
+        deadline = time.monotonic() + 10
+        while os.path.exists(socket_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(socket_dir)
     finally:
         if host.poll() is None:
             host.kill()

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import sys
 import threading
@@ -510,6 +511,26 @@ def serve(args: Any) -> int:
     server.start()
     print(f"RLM-AGENT-READY port={port} pid={os.getpid()}", flush=True)
 
+    def clean_up() -> None:
+        if args.shared_dir:  # the launcher's private directory: remove it with us
+            shutil.rmtree(args.shared_dir, ignore_errors=True)
+
+    def stop_within(grace: float, why: str) -> None:
+        """Stop, and if a cell keeps the main thread busy past ``grace``, exit anyway."""
+        shutdown(why)
+        if not finished.wait(grace):
+            log.info("shutting down: %s (a cell was still running)", why)
+            clean_up()
+            os._exit(0)
+
+    finished = threading.Event()
+    signal.signal(
+        signal.SIGTERM,
+        lambda signum, frame: threading.Thread(
+            target=stop_within, args=(1.0, "terminated (the host is gone)"), daemon=True
+        ).start(),
+    )
+
     def watchdog() -> None:
         last_tick = time.monotonic()
         while not stop.wait(0.25):
@@ -521,7 +542,8 @@ def serve(args: Any) -> int:
             last_tick = now
             silent = now - servicer.link.last_heard
             if silent > servicer.heartbeat_timeout:
-                shutdown(f"no word from the host for {silent:.1f}s")
+                stop_within(2.0, f"no word from the host for {silent:.1f}s")
+                return
 
     threading.Thread(target=watchdog, name="rlm-agent-watchdog", daemon=True).start()
     try:
@@ -530,4 +552,6 @@ def serve(args: Any) -> int:
         shutdown("interrupted")
     log.info("shutting down: %s", reason[0] if reason else "stopped")
     server.stop(grace=0.5)
+    clean_up()
+    finished.set()
     return 0

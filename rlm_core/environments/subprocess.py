@@ -192,6 +192,7 @@ class _Spares:
         self._lock = threading.Lock()
         self._spares: dict[AgentConfig, AgentProcess] = {}
         self._starting: dict[AgentConfig, threading.Event] = {}
+        self._unclaimed: set[AgentProcess] = set()  # spares and spares still starting
         atexit.register(self.stop_all)
 
     def take(self, config: AgentConfig, wait: float) -> AgentProcess | None:
@@ -208,6 +209,8 @@ class _Spares:
                 spare = self._spares.pop(config, None)
         if spare is None:
             return None
+        with self._lock:
+            self._unclaimed.discard(spare)
         fresh = time.monotonic() - spare.started < config.heartbeat_timeout / 2
         if spare.alive() and fresh:
             return spare
@@ -226,11 +229,15 @@ class _Spares:
             try:
                 secrets = AgentSecrets(new_token(), make_tls_material() if config.tls else None)
                 spare = AgentProcess(config, secrets, ready_timeout)
+                with self._lock:
+                    self._unclaimed.add(spare)
                 spare.wait_ready()
             except Exception:
                 log.debug("could not start a spare agent", exc_info=True)
                 if spare is not None:
                     spare.terminate()
+                    with self._lock:
+                        self._unclaimed.discard(spare)
                 spare = None
             old = None
             with self._lock:
@@ -245,9 +252,10 @@ class _Spares:
         threading.Thread(target=start, name="rlm-agent-prewarm", daemon=True).start()
 
     def stop_all(self) -> None:
-        """Stop every spare (at host exit)."""
+        """Stop every unclaimed agent, ready or still starting (at host exit)."""
         with self._lock:
-            spares, self._spares = list(self._spares.values()), {}
+            spares, self._spares = set(self._unclaimed), {}
+            self._unclaimed.clear()
         for spare in spares:
             spare.terminate()
 
