@@ -171,8 +171,13 @@ def build_user_prompt(
     context_count: int = 1,
     history_count: int = 0,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    history_is_trajectory: bool = False,
 ) -> dict[str, str]:
-    """The per-turn user message (``"Turn 3/30:"`` plus notes on contexts and histories)."""
+    """The per-turn user message (``"Turn 3/30:"`` plus notes on contexts and histories).
+
+    With ``history_is_trajectory`` (compaction on), ``history`` holds the current run's
+    trajectory, so past conversations are named by their numbered variables only.
+    """
     prompt = USER_PROMPT.format(iter_1=iteration + 1, max_iter=max_iterations)
     if iteration == 0:
         prompt = (
@@ -184,7 +189,9 @@ def build_user_prompt(
             f"\n\nNote: You have {context_count} contexts available "
             f"(context_0 through context_{context_count - 1})."
         )
-    if history_count == 1:
+    if history_count == 1 and history_is_trajectory:
+        prompt += "\n\nNote: You have 1 prior conversation history available in `history_0`."
+    elif history_count == 1:
         prompt += (
             "\n\nNote: You have 1 prior conversation history available in the `history` variable."
         )

@@ -638,6 +638,7 @@ class RLM:
                     env.get_context_count(),
                     env.get_history_count(),
                     max_iterations=self.max_iterations,
+                    history_is_trajectory=self.compaction,
                 )
             )
             response = self._root_call(messages, run)

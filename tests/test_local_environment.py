@@ -365,3 +365,31 @@ def test_concurrent_calls_on_one_rlm_keep_their_trajectories_apart() -> None:
     a, b = asyncio.run(both())
     assert (a.response, b.response) == ("A", "B")
     assert len(a.metadata["iterations"]) == 4 and len(b.metadata["iterations"]) == 4
+
+
+def test_persistent_compaction_names_past_conversations_by_number() -> None:
+    seen: list[list[dict[str, str]]] = []
+    replies = iter(
+        [
+            finish("one"),
+            repl(
+                "answer['content'] = f'{history_0[0][\"role\"]}|{type(history).__name__}'\n"
+                "answer['ready'] = True"
+            ),
+        ]
+    )
+
+    def root(messages: list[dict[str, str]]) -> str:
+        seen.append(messages)
+        return next(replies)
+
+    with RLM(
+        backend="scripted",
+        backend_kwargs={"responses": Script(root)},
+        persistent=True,
+        compaction=True,
+    ) as rlm:
+        rlm.completion("first")
+        assert rlm.completion("second").response == "system|list"
+    note = seen[-1][-1]["content"]
+    assert "available in `history_0`" in note and "in the `history`" not in note
