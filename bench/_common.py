@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -291,3 +292,60 @@ def worker_main(
     with contextlib.suppress(BrokenPipeError):
         runners[args.workload](args)
     return 0
+
+
+MIB = 1024 * 1024
+
+
+def measure_context_load(
+    args: argparse.Namespace,
+    add_context: Callable[[Any, int], Any],
+    run_cell: Callable[[str], Any],
+    sandbox_pid: int | None,
+) -> None:
+    """Workload 3 on one environment: load a ``--size-mib`` text context ``--reps`` times,
+    with host and sandbox peak memory around the first load."""
+    size = int(args.size_mib * MIB)
+    payload = make_text(size)
+    gc.collect()
+    host_before = maxrss_mib()
+    sandbox_before = vm_hwm_mib(sandbox_pid) if sandbox_pid else None
+    times = [timed(lambda: add_context(payload, 0))]
+    host_after = maxrss_mib()
+    sandbox_after = vm_hwm_mib(sandbox_pid) if sandbox_pid else None
+    check = run_cell("print(len(context))")
+    if check.stdout.strip() != str(size):
+        raise RuntimeError(f"context check failed: {check.stdout!r} {check.stderr!r}")
+    for _ in range(args.reps - 1):
+        times.append(timed(lambda: add_context(payload, 0)))
+    emit(
+        "context",
+        "s",
+        times,
+        variant=args.variant,
+        size_mib=args.size_mib,
+        bytes=size,
+        host_added_mib=host_after - host_before,
+        sandbox_before_mib=sandbox_before,
+        sandbox_peak_mib=sandbox_after,
+    )
+
+
+def measure_cell_overhead(
+    args: argparse.Namespace,
+    add_context: Callable[[Any, int], Any],
+    run_cell: Callable[[str], Any],
+) -> None:
+    """Workload 4 on one environment: a trivial cell with an empty context and with a
+    ``--size-mib`` one, in alternating rounds."""
+    big = make_text(int(args.size_mib * MIB))
+    samples: dict[str, list[float]] = {"empty": [], "loaded": []}
+    for round_ in range(4):
+        label = "empty" if round_ % 2 == 0 else "loaded"
+        add_context("" if label == "empty" else big, 0)
+        for _ in range(10):
+            run_cell("x = 1")
+        for _ in range(args.reps // 2):
+            samples[label].append(timed(lambda: run_cell("x = 1")))
+    for label, values in samples.items():
+        emit("cell", "s", values, variant=args.variant, context=label, size_mib=args.size_mib)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import sys
 import threading
 import time
@@ -35,19 +34,16 @@ from _common import (
     emit,
     emit_fanout,
     make_text,
-    maxrss_mib,
+    measure_cell_overhead,
+    measure_context_load,
     parse_answer,
     timed,
     usage_tokens,
-    vm_hwm_mib,
     worker_main,
 )
 from rlm import RLM
 from rlm.clients.base_lm import BaseLM
 from rlm.core.types import ModelUsageSummary, UsageSummary
-
-MIB = 1024 * 1024
-
 
 # -- the stand-in LM -----------------------------------------------------------------------
 
@@ -197,33 +193,9 @@ def w_batched(args: argparse.Namespace) -> None:
 
 def w_context(args: argparse.Namespace) -> None:
     """Context load time and memory for one size, in a fresh process (peak RSS is per process)."""
-    size = int(args.size_mib * MIB)
-    payload = make_text(size)
     env = new_env(args.variant)
     try:
-        pid = kernel_pid(env)
-        gc.collect()
-        host_before = maxrss_mib()
-        sandbox_before = vm_hwm_mib(pid) if pid else None
-        times = [timed(lambda: env.add_context(payload, 0))]
-        host_after = maxrss_mib()
-        sandbox_after = vm_hwm_mib(pid) if pid else None
-        check = env.execute_code("print(len(context))")
-        if check.stdout.strip() != str(size):
-            raise RuntimeError(f"context check failed: {check.stdout!r} {check.stderr!r}")
-        for _ in range(args.reps - 1):
-            times.append(timed(lambda: env.add_context(payload, 0)))
-        emit(
-            "context",
-            "s",
-            times,
-            variant=args.variant,
-            size_mib=args.size_mib,
-            bytes=size,
-            host_added_mib=host_after - host_before,
-            sandbox_before_mib=sandbox_before,
-            sandbox_peak_mib=sandbox_after,
-        )
+        measure_context_load(args, env.add_context, env.execute_code, kernel_pid(env))
     finally:
         env.cleanup()
 
@@ -231,20 +203,10 @@ def w_context(args: argparse.Namespace) -> None:
 def w_cell(args: argparse.Namespace) -> None:
     """Trivial-cell time with an empty context and with a 10 MiB one, alternating rounds."""
     env = new_env(args.variant)
-    big = make_text(int(args.size_mib * MIB))
-    samples: dict[str, list[float]] = {"empty": [], "loaded": []}
     try:
-        for round_ in range(4):
-            label = "empty" if round_ % 2 == 0 else "loaded"
-            env.add_context("" if label == "empty" else big, 0)
-            for _ in range(10):
-                env.execute_code("x = 1")
-            for _ in range(args.reps // 2):
-                samples[label].append(timed(lambda: env.execute_code("x = 1")))
+        measure_cell_overhead(args, env.add_context, env.execute_code)
     finally:
         env.cleanup()
-    for label, values in samples.items():
-        emit("cell", "s", values, variant=args.variant, context=label, size_mib=args.size_mib)
 
 
 def w_e2e(args: argparse.Namespace) -> None:
