@@ -365,6 +365,11 @@ def judge(row: Row, target: str, ok: bool | None) -> Row:
     return row
 
 
+def within(row: Row, base: Row, factor: float) -> bool:
+    """Whether ``row``'s median is at most ``factor`` times ``base``'s (both measured)."""
+    return row.median is not None and base.median is not None and row.median <= factor * base.median
+
+
 def build_rows(out: Outcome) -> list[Row]:
     """The results table, workload by workload."""
     rows: list[Row] = []
@@ -469,12 +474,7 @@ def build_rows(out: Outcome) -> list[Row]:
                 "us",
             )
             if system == "ours":
-                ok = (
-                    loaded.median is not None
-                    and empty.median is not None
-                    and loaded.median <= 1.10 * empty.median
-                )
-                judge(loaded, "<= 1.10 x empty context", ok)
+                judge(loaded, "<= 1.10 x empty context", within(loaded, empty, 1.10))
                 ours_rows = (empty, loaded)
             else:
                 with_ratio(ours_rows[0], empty)
@@ -555,12 +555,7 @@ def build_rows(out: Outcome) -> list[Row]:
                         "children failed)"
                     )
             if system == "ours":
-                ok = (
-                    many.median is not None
-                    and one.median is not None
-                    and many.median <= 2 * one.median
-                )
-                judge(many, "<= 2x one child", ok)
+                judge(many, "<= 2x one child", within(many, one, 2.0))
                 ours_pair = (one, many)
             else:
                 with_ratio(ours_pair[0], one)
