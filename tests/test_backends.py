@@ -61,23 +61,27 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-@pytest.fixture
-def make_openai(openai_server: LMServer) -> Iterator[Any]:
-    """Build ``OpenAIBackend``s pointed at the local server; all are closed afterwards."""
+def backend_factory(cls: type[Backend], **defaults: Any) -> Iterator[Any]:
+    """Yield ``make(**kwargs)`` building ``cls`` with ``defaults`` (fast retries); every
+    backend it made is closed afterwards."""
     made: list[Backend] = []
 
-    def make(**kwargs: Any) -> OpenAIBackend:
-        kwargs.setdefault("base_url", openai_server.base_url)
-        kwargs.setdefault("api_key", "test-key")
-        kwargs.setdefault("model_name", "gpt-test")
-        kwargs.setdefault("retry_backoff", 0.01)
-        backend = OpenAIBackend(**kwargs)
+    def make(**kwargs: Any) -> Backend:
+        backend = cls(**{"retry_backoff": 0.01, **defaults, **kwargs})
         made.append(backend)
         return backend
 
     yield make
     for backend in made:
         backend.close()
+
+
+@pytest.fixture
+def make_openai(openai_server: LMServer) -> Iterator[Any]:
+    """Build ``OpenAIBackend``s pointed at the local server; all are closed afterwards."""
+    yield from backend_factory(
+        OpenAIBackend, base_url=openai_server.base_url, api_key="test-key", model_name="gpt-test"
+    )
 
 
 def closed_port() -> int:
@@ -533,20 +537,9 @@ def test_concurrent_calls_get_their_own_usage(openai_server: LMServer, make_open
 @pytest.fixture
 def make_anthropic(anthropic_server: LMServer) -> Iterator[Any]:
     """Build ``AnthropicBackend``s pointed at the local server; closed afterwards."""
-    made: list[Backend] = []
-
-    def make(**kwargs: Any) -> AnthropicBackend:
-        kwargs.setdefault("base_url", anthropic_server.url)
-        kwargs.setdefault("api_key", "ant-key")
-        kwargs.setdefault("model_name", "claude-test")
-        kwargs.setdefault("retry_backoff", 0.01)
-        backend = AnthropicBackend(**kwargs)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
+    yield from backend_factory(
+        AnthropicBackend, base_url=anthropic_server.url, api_key="ant-key", model_name="claude-test"
+    )
 
 
 def test_anthropic_call_extracts_system_and_reports_usage(
