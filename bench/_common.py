@@ -349,3 +349,32 @@ def measure_cell_overhead(
             samples[label].append(timed(lambda: run_cell("x = 1")))
     for label, values in samples.items():
         emit("cell", "s", values, variant=args.variant, context=label, size_mib=args.size_mib)
+
+
+def fanout_workload(
+    make_rlm: Callable[..., Any], run_cell_answer: Callable[[Any, str], Any]
+) -> Callable[[argparse.Namespace], None]:
+    """Workload 7b for one system: ``rlm_query_batched`` of one child vs ``width`` children
+    (max_depth=2), given that system's ``make_rlm`` and ``run_cell_answer``."""
+
+    def w_fanout(args: argparse.Namespace) -> None:
+        rlm = make_rlm(
+            [cell_fanout(args.reps, args.width)],
+            args.variant,
+            child_latency=args.child_latency_ms / 1000,
+            max_depth=2,
+            max_concurrent_subcalls=args.width,
+        )
+        one, many, failed_one, failed_many, first = run_cell_answer(rlm, "fanout")
+        emit_fanout(
+            one,
+            many,
+            failed_one,
+            failed_many,
+            first,
+            args.width,
+            variant=args.variant,
+            child_latency_ms=args.child_latency_ms,
+        )
+
+    return w_fanout

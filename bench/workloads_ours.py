@@ -26,11 +26,10 @@ from _common import (
     ROOT_MARKER,
     Script,
     cell_batched,
-    cell_fanout,
     cell_sequential_calls,
     cell_subcalls,
     emit,
-    emit_fanout,
+    fanout_workload,
     make_text,
     measure_cell_overhead,
     measure_context_load,
@@ -328,26 +327,7 @@ def w_fixed(args: argparse.Namespace) -> None:
         emit("fixed", "s", values, variant=args.variant, mode=mode)
 
 
-def w_fanout(args: argparse.Namespace) -> None:
-    """``rlm_query_batched`` of one child vs ``width`` children (max_depth=2)."""
-    rlm = make_rlm(
-        [cell_fanout(args.reps, args.width)],
-        args.variant,
-        child_latency=args.child_latency_ms / 1000,
-        max_depth=2,
-        max_concurrent_subcalls=args.width,
-    )
-    one, many, failed_one, failed_many, first = run_cell_answer(rlm, "fanout")
-    emit_fanout(
-        one,
-        many,
-        failed_one,
-        failed_many,
-        first,
-        args.width,
-        variant=args.variant,
-        child_latency_ms=args.child_latency_ms,
-    )
+w_fanout = fanout_workload(make_rlm, run_cell_answer)
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
