@@ -692,27 +692,73 @@ def test_a_non_json_tool_value_fails_at_start() -> None:
 # -- same-host context hand-over -----------------------------------------------------------
 
 
+def _big_payload(kind: str) -> Any:
+    """About 5-12 MB of each context kind, above the same-host file threshold."""
+    if kind == "ascii":  # sent piece by piece, never encoded in full on the host
+        return "".join(f"{i:07d} line of plain text\n" for i in range(300_000))
+    if kind == "utf8":
+        return "".join(chr(0x41 + i % 26) + "é" for i in range(4 * 1024 * 1024))
+    if kind == "bytes":
+        return bytes(range(256)) * (20 * 1024)
+    return {"rows": [{"id": i, "name": f"ü-{i}"} for i in range(300_000)]}
+
+
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["ascii", "utf8", "bytes", "json"])
 @pytest.mark.parametrize("via_file", [True, False])
 def test_large_contexts_arrive_whole_by_file_or_by_stream(
-    via_file: bool, monkeypatch: pytest.MonkeyPatch
+    via_file: bool, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import rlm_core.environments.agent as agent_module
 
     if not via_file:
         monkeypatch.setattr(agent_module, "SHARED_FILE_MIN_BYTES", 1 << 62)
-    text = "".join(chr(0x41 + i % 26) + "é" for i in range(4 * 1024 * 1024))  # ~12 MiB UTF-8
+    payload = _big_payload(kind)
     env = start()
     try:
         shared = env.launcher.shared_dir() if env.launcher else None
         assert shared is not None
-        env.add_context(text)
+        env.add_context(payload)
         result = env.execute(
-            "import hashlib\nprint(len(context), hashlib.sha256(context.encode()).hexdigest())"
+            "import hashlib, json\n"
+            "data = context if isinstance(context, bytes) else (\n"
+            "    context.encode() if isinstance(context, str) else json.dumps(context).encode())\n"
+            "print(type(context).__name__, len(context), hashlib.sha256(data).hexdigest())"
         )
-        expected = hashlib.sha256(text.encode()).hexdigest()
-        assert result.stdout.split() == [str(len(text)), expected]
+        if isinstance(payload, bytes):
+            data = payload
+        elif isinstance(payload, str):
+            data = payload.encode()
+        else:
+            data = json.dumps(payload).encode()
+        expected = [type(payload).__name__, str(len(payload)), hashlib.sha256(data).hexdigest()]
+        assert result.stdout.split() == expected, result.stderr
         assert [n for n in os.listdir(shared) if n.startswith("context-")] == []
+    finally:
+        env.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_payload_file_shorter_than_announced_is_rejected_and_deleted() -> None:
+    from rlm_core._proto.rlm.v1 import agent_pb2 as pb
+
+    env = start()
+    try:
+        client = env._client
+        shared = env.launcher.shared_dir() if env.launcher else None
+        assert client is not None and shared is not None
+        Path(shared, "context-short.bin").write_bytes(b"only 12 byte")
+        chunk = pb.ContextChunk(
+            index=3, kind=pb.CONTEXT_KIND_TEXT, total_bytes=4096, path="context-short.bin"
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            client.stub.LoadContext(iter([chunk]), metadata=client.metadata)
+        assert info.value.code() == grpc.StatusCode.DATA_LOSS
+        assert "received 12 of 4,096 bytes" in (info.value.details() or "")
+        assert not Path(shared, "context-short.bin").exists()
+        with pytest.raises(KeyError):
+            env.get_variable("context_3")
+        assert env.execute("print('still here')").stdout == "still here\n"
     finally:
         env.close()
 

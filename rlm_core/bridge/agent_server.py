@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import logging
+import mmap
 import os
 import queue
 import shutil
@@ -290,13 +291,15 @@ class AgentServicer(pb_grpc.AgentServicer):
     def LoadContext(self, request_iterator: Iterator[pb.ContextChunk], context: Any) -> Any:
         buffer = bytearray()
         index, kind, total, received = 0, 0, 0, 0
+        value: Any = None
         for i, chunk in enumerate(request_iterator):
             if i == 0:
                 index, kind, total = chunk.index, int(chunk.kind), int(chunk.total_bytes)
-                buffer = bytearray(total)  # filled in place: no regrowing, no extra copy
                 if chunk.path:
-                    received = self._read_shared_file(chunk.path, buffer, index, context)
+                    value = self._decode_shared_file(chunk.path, kind, total, index, context)
+                    received = total
                     continue
+                buffer = bytearray(total)  # filled in place: no regrowing, no extra copy
             end = received + len(chunk.data)
             if end > total:
                 context.abort(
@@ -310,10 +313,8 @@ class AgentServicer(pb_grpc.AgentServicer):
                 grpc.StatusCode.DATA_LOSS,
                 f"context {index}: received {received:,} of {total:,} bytes",
             )
-        try:
-            value = codec.decode_context(kind, buffer)
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"context {index}: {exc}")
+        if value is None:
+            value = self._decode(kind, buffer, index, context)
         del buffer
         self.repl.load_context(value, index)
         return pb.LoadContextResponse(
@@ -322,8 +323,18 @@ class AgentServicer(pb_grpc.AgentServicer):
             length=len(value) if hasattr(value, "__len__") else 0,
         )
 
-    def _read_shared_file(self, name: str, buffer: bytearray, index: int, context: Any) -> int:
-        """Fill ``buffer`` from a payload file the host left in the shared directory."""
+    @staticmethod
+    def _decode(kind: int, data: bytearray | mmap.mmap, index: int, context: Any) -> Any:
+        try:
+            return codec.decode_context(kind, data)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"context {index}: {exc}")
+
+    def _decode_shared_file(
+        self, name: str, kind: int, total: int, index: int, context: Any
+    ) -> Any:
+        """Decode a payload file the host left in the shared directory, straight from a
+        memory map of it (no intermediate copy), and delete it."""
         shared = self.shared_dir
         path = os.path.realpath(os.path.join(shared or "", name))
         if shared is None or os.path.dirname(path) != os.path.realpath(shared):
@@ -333,13 +344,21 @@ class AgentServicer(pb_grpc.AgentServicer):
             )
         try:
             with open(path, "rb") as f:
-                received = f.readinto(buffer)
+                os.unlink(path)
+                size = os.fstat(f.fileno()).st_size
+                if size != total:
+                    context.abort(
+                        grpc.StatusCode.DATA_LOSS,
+                        f"context {index}: received {size:,} of {total:,} bytes",
+                    )
+                if size == 0:
+                    return self._decode(kind, bytearray(), index, context)
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                    return self._decode(kind, view, index, context)
         except OSError as exc:
-            context.abort(grpc.StatusCode.DATA_LOSS, f"context {index}: {exc}")
-        finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        return received
+            context.abort(grpc.StatusCode.DATA_LOSS, f"context {index}: {exc}")
 
     def GetVariable(self, request: pb.GetVariableRequest, context: Any) -> Any:
         try:

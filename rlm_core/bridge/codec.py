@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from rlm_core.bridge import CHUNK_BYTES, MAX_MESSAGE_BYTES
@@ -55,18 +57,50 @@ def encode_context(payload: Any) -> tuple[int, bytes]:
         ) from exc
 
 
-def decode_context(kind: int, data: bytes | bytearray) -> Any:
+@dataclass(frozen=True)
+class EncodedContext:
+    """A context payload ready for the wire: its kind, its size in bytes, and the bytes as
+    pieces of at most ``piece_bytes`` (produced on demand, so a big ASCII text is never held
+    encoded in full)."""
+
+    kind: int
+    total_bytes: int
+    _text: str | None = None
+    _data: bytes | memoryview | None = None
+
+    def pieces(self, piece_bytes: int = CHUNK_BYTES) -> Iterator[bytes | memoryview]:
+        """The encoded bytes in order (at least one piece, even when empty)."""
+        if self._text is not None:  # ASCII: one character is one byte
+            text = self._text
+            yield text[:piece_bytes].encode("ascii")
+            for start in range(piece_bytes, len(text), piece_bytes):
+                yield text[start : start + piece_bytes].encode("ascii")
+            return
+        assert self._data is not None
+        yield from chunks(self._data, piece_bytes)
+
+
+def encode_context_lazily(payload: Any) -> EncodedContext:
+    """Like :func:`encode_context`, but an ASCII ``str`` (the usual big context) is encoded
+    piece by piece as it is sent: the cache-sized pieces are cheaper than one big copy."""
+    if isinstance(payload, str) and payload.isascii():
+        return EncodedContext(TEXT, len(payload), _text=payload)
+    kind, data = encode_context(payload)
+    return EncodedContext(kind, len(data), _data=data)
+
+
+def decode_context(kind: int, data: bytes | bytearray | memoryview | mmap.mmap) -> Any:
     """Inverse of :func:`encode_context`."""
     if kind == TEXT:
-        return data.decode("utf-8")
+        return str(data, "utf-8")
     if kind == BYTES:
         return bytes(data)
     if kind == JSON:
-        return json.loads(data)
+        return json.loads(data if isinstance(data, bytes | bytearray) else bytes(data))
     raise ValueError(f"unknown context kind {kind}")
 
 
-def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[memoryview]:
+def chunks(data: bytes | memoryview, size: int = CHUNK_BYTES) -> Iterator[memoryview]:
     """Slices of ``data`` without copying (at least one, even when ``data`` is empty)."""
     view = memoryview(data)
     if not data:

@@ -356,24 +356,24 @@ class AgentEnvironment(Environment):
     def load_context(self, payload: Any, index: int) -> None:
         """Stream ``payload`` to the agent in chunks (never as source text)."""
         client = self._require_client()
-        kind, data = codec.encode_context(payload)
+        encoded = codec.encode_context_lazily(payload)
         shared = self._launcher.shared_dir() if self._launcher is not None else None
-        if shared is not None and len(data) >= SHARED_FILE_MIN_BYTES:
-            self._load_context_file(client, shared, index, kind, data)
+        if shared is not None and encoded.total_bytes >= SHARED_FILE_MIN_BYTES:
+            self._load_context_file(client, shared, index, encoded)
             self._contexts[index] = payload
             return
+        header = pb.ContextChunk(
+            index=index, kind=cast(pb.ContextKind, encoded.kind), total_bytes=encoded.total_bytes
+        )
 
         def chunks() -> Iterator[pb.ContextChunk]:
-            for i, piece in enumerate(codec.chunks(data)):
+            for i, piece in enumerate(encoded.pieces()):
+                data = piece if isinstance(piece, bytes) else bytes(piece)
                 if i == 0:
-                    yield pb.ContextChunk(
-                        index=index,
-                        kind=cast(pb.ContextKind, kind),
-                        data=bytes(piece),
-                        total_bytes=len(data),
-                    )
+                    header.data = data
+                    yield header
                 else:
-                    yield pb.ContextChunk(data=bytes(piece))
+                    yield pb.ContextChunk(data=data)
 
         try:
             client.stub.LoadContext(chunks(), metadata=client.metadata)
@@ -382,7 +382,7 @@ class AgentEnvironment(Environment):
         self._contexts[index] = payload
 
     def _load_context_file(
-        self, client: AgentClient, shared: str, index: int, kind: int, data: bytes
+        self, client: AgentClient, shared: str, index: int, encoded: codec.EncodedContext
     ) -> None:
         """Same-host shortcut: write the payload into the shared directory, announce it."""
         name = f"context-{index}-{token_hex(8)}.bin"
@@ -390,9 +390,13 @@ class AgentEnvironment(Environment):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                for piece in encoded.pieces():
+                    f.write(piece)
             chunk = pb.ContextChunk(
-                index=index, kind=cast(pb.ContextKind, kind), total_bytes=len(data), path=name
+                index=index,
+                kind=cast(pb.ContextKind, encoded.kind),
+                total_bytes=encoded.total_bytes,
+                path=name,
             )
             client.stub.LoadContext(iter([chunk]), metadata=client.metadata)
         except grpc.RpcError as exc:
