@@ -58,6 +58,7 @@ LABELS: dict[tuple[str, str], str] = {
     ("ours", "subprocess"): "rlm-core subprocess",
     ("ours", "subprocess-tls"): "rlm-core subprocess, TLS (unix socket)",
     ("ours", "tcp-tls"): "rlm-core agent over TCP, TLS (loopback)",
+    ("ours", "grpc-floor"): "floor: bare gRPC echo, same thread hand-offs, no rlm-core",
     ("rlms", "local"): "rlms local",
     ("rlms", "ipython-subprocess"): "rlms ipython, subprocess kernel",
 }
@@ -131,7 +132,7 @@ def plan(quick: bool, lm_url: str) -> list[Job]:
     jobs.append(Job("ours", "e2e", "local", ("--reps", n(30, 5))))
     jobs.append(Job("rlms", "e2e", "local", ("--reps", n(8, 2))))
     # 6. the bridge (rlm-core only)
-    for variant in ("subprocess", "subprocess-tls", "tcp-tls"):
+    for variant in ("subprocess", "subprocess-tls", "tcp-tls", "grpc-floor"):
         jobs.append(Job("ours", "bridge", variant, ("--reps", n(3000, 300))))
     # 7. fixed cost of a completion, and fan-out
     for system, variant, full, fast in (
@@ -498,6 +499,15 @@ def build_rows(out: Outcome) -> list[Row]:
             "us",
         )
         rows.append(judge(row, "p50 <= 300 us", row.median is not None and row.median <= 300))
+    rows.append(
+        time_row(
+            "6",
+            "bridge sub-call round trip",
+            out.find("ours", "bridge", variant="grpc-floor"),
+            LABELS["ours", "grpc-floor"],
+            "us",
+        )
+    )
     rows.append(
         Row("6", "bridge sub-call round trip", "rlms: no equivalent", None, None, None, "us")
     )

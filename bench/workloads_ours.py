@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import grpc_floor
 from _common import (
     CELL_ANSWER,
     ROOT_MARKER,
@@ -131,6 +132,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "subprocess": ("subprocess", {}),
     "subprocess-tls": ("subprocess", {"tls": True}),
     "tcp-tls": ("bench-tcp", {"tls": True}),
+    "grpc-floor": ("", {}),  # no environment: bench/grpc_floor.py's bare echo
 }
 """Worker variant name -> (environment name, environment_kwargs)."""
 
@@ -279,8 +281,12 @@ def w_e2e(args: argparse.Namespace) -> None:
 
 def w_bridge(args: argparse.Namespace) -> None:
     """Sequential ``llm_query`` round trips through the bridge (same cell as ``subcall``)."""
-    cell = cell_sequential_calls(args.reps, warmup=max(20, args.reps // 20))
-    times = run_cell_answer(make_rlm([cell], args.variant, prewarm=False), "bridge")
+    warmup = max(20, args.reps // 20)
+    cell = cell_sequential_calls(args.reps, warmup=warmup)
+    if args.variant == "grpc-floor":
+        times = grpc_floor.measure(args.reps, warmup)
+    else:
+        times = run_cell_answer(make_rlm([cell], args.variant, prewarm=False), "bridge")
     emit("bridge", "s", times, variant=args.variant)
 
 
