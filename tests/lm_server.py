@@ -21,7 +21,9 @@ text), queue failures with :meth:`LMServer.fail_next` (HTTP status codes such as
 ``500``, or one of :data:`FAILURE_MODES`), add :attr:`LMServer.latency` seconds per request
 or a :attr:`LMServer.cost` (reported OpenRouter style in ``usage``). Every request is
 recorded in :attr:`LMServer.requests`, and :attr:`LMServer.max_concurrent` is the largest
-number of requests that were being served at once.
+number of requests that were being served at once. :attr:`LMServer.connections_opened`
+counts the client connections accepted (kept-alive connections serve many requests), and
+:meth:`LMServer.drop_connections` closes the open ones, as a server's idle timeout does.
 
 Use it with the ``openai_server`` / ``anthropic_server`` fixtures (function scoped)::
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -55,6 +58,7 @@ FAILURE_MODES: dict[str, str] = {
     "null_content": "HTTP 200 whose message content is null and has no refusal",
     "refusal": "HTTP 200 whose message content is null and whose refusal is set",
     "no_usage": "a normal reply without the `usage` object",
+    "content_parts": "a normal reply whose message content is a list of two text parts",
     "garbage": "HTTP 200, content-type application/json, body that is not JSON",
     "disconnect": "close the connection without sending any response",
 }
@@ -244,6 +248,7 @@ class LMServer:
         latency: float = 0.0,
         cost: float | None = None,
         cost_style: Literal["cost", "upstream"] = "cost",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.reply: Callable[[dict[str, Any]], str] = reply or default_reply
         """Returns the reply text for a request's JSON body."""
@@ -253,9 +258,13 @@ class LMServer:
         """USD reported in ``usage`` of OpenAI-style replies (``None``: no cost field)."""
         self.cost_style = cost_style
         """``"cost"``: ``usage.cost``; ``"upstream"``: ``usage.cost_details.upstream_...``."""
+        self.ssl_context = ssl_context
+        """A server-side TLS context: serve HTTPS (set before :meth:`start`)."""
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_concurrent = 0
+        self.connections_opened = 0
+        """Client connections accepted so far."""
         self._failures: deque[Failure] = deque()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -271,6 +280,8 @@ class LMServer:
             return self
         httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         httpd.owner = self
+        if self.ssl_context is not None:
+            httpd.socket = self.ssl_context.wrap_socket(httpd.socket, server_side=True)
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -310,8 +321,10 @@ class LMServer:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (the Anthropic SDK's ``base_url``; it adds ``/v1``)."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:PORT`` (the Anthropic SDK's ``base_url``; it adds ``/v1``);
+        ``https://`` with :attr:`ssl_context`."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -327,6 +340,21 @@ class LMServer:
                 raise ValueError(f"unknown failure mode {failure!r}; use {sorted(FAILURE_MODES)}")
         with self._lock:
             self._failures.extend(failures)
+
+    def drop_connections(self) -> int:
+        """Close every open client connection (as an idle timeout does); how many were open."""
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        return len(connections)
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now."""
+        with self._lock:
+            return len(self._connections)
 
     @property
     def request_count(self) -> int:
@@ -346,6 +374,7 @@ class LMServer:
         with self._lock:
             if add:
                 self._connections.add(conn)
+                self.connections_opened += 1
             else:
                 self._connections.discard(conn)
 
@@ -378,6 +407,10 @@ class LMServer:
             message = {"role": "assistant", "content": None}
         elif failure == "refusal":
             message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+        elif failure == "content_parts":
+            half = len(text) // 2
+            parts = [{"type": "text", "text": text[:half]}, {"type": "text", "text": text[half:]}]
+            message = {"role": "assistant", "content": parts}
         payload: dict[str, Any] = {
             "id": "chatcmpl-test",
             "object": "chat.completion",

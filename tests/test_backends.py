@@ -46,6 +46,8 @@ ENV_VARS = (
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_AUTH_TOKEN",
     "ANTHROPIC_BASE_URL",
+    *(f"{scheme}_PROXY" for scheme in ("HTTP", "HTTPS", "ALL", "NO")),
+    *(f"{scheme}_proxy" for scheme in ("http", "https", "all", "no")),
 )
 
 MESSAGES = [
@@ -76,11 +78,16 @@ def backend_factory(cls: type[Backend], **defaults: Any) -> Iterator[Any]:
         backend.close()
 
 
-@pytest.fixture
-def make_openai(openai_server: LMServer) -> Iterator[Any]:
-    """Build ``OpenAIBackend``s pointed at the local server; all are closed afterwards."""
+@pytest.fixture(params=["direct", "sdk"])
+def make_openai(openai_server: LMServer, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Build ``OpenAIBackend``s pointed at the local server, once per transport; all are
+    closed afterwards."""
     yield from backend_factory(
-        OpenAIBackend, base_url=openai_server.base_url, api_key="test-key", model_name="gpt-test"
+        OpenAIBackend,
+        base_url=openai_server.base_url,
+        api_key="test-key",
+        model_name="gpt-test",
+        transport=request.param,
     )
 
 
@@ -288,6 +295,13 @@ def test_malformed_replies_are_backend_errors(
 def test_refusal_is_returned_as_text(openai_server: LMServer, make_openai: Any) -> None:
     openai_server.fail_next("refusal")
     assert make_openai().complete(MESSAGES).text == "I can't help with that."
+
+
+def test_content_parts_are_joined(openai_server: LMServer, make_openai: Any) -> None:
+    openai_server.fail_next("content_parts")
+    response = make_openai().complete(MESSAGES)
+    reply = "echo: What is the capital of France?"
+    assert response == LMResponse(reply, "gpt-test", LMUsage(*expected_usage(MESSAGES, reply)))
 
 
 def test_missing_usage_records_zero_and_warns_once(

@@ -6,20 +6,35 @@
 * ``azure_openai``: Azure OpenAI through ``openai.AzureOpenAI``.
 
 The ``openai`` SDK is imported when a backend is created, not when this module is imported
-(``pip install 'rlm-core[openai]'``). The SDK's own retries are turned off; calls are retried
-here on HTTP 408/429/5xx, connection errors and timeouts, with exponential backoff.
+(``pip install 'rlm-core[openai]'``); it configures the client (key, URL, headers). Requests
+go either through the SDK or, by default, straight to ``POST {base_url}/chat/completions``
+over kept-alive :mod:`http.client` connections (:mod:`rlm_core.backends.http_transport`),
+with the headers, query and body the SDK would send: see ``transport`` in
+:class:`OpenAIBackend`. Either way the SDK's own retries are off; calls are retried here on
+HTTP 408/429/5xx, connection errors and timeouts, with exponential backoff.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
+import sys
+from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from rlm_core.backends.base import LMResponse, LMUsage, resolve_api_key
-from rlm_core.backends.sdk import SDKBackend
+from rlm_core.backends.http_transport import (
+    HTTPConnectionError,
+    HTTPError,
+    HTTPStatusError,
+    JSONTransport,
+    default_ssl_context,
+    proxy_applies,
+)
+from rlm_core.backends.sdk import ErrorTypes, SDKBackend
 from rlm_core.exceptions import BackendError
 from rlm_core.types import Messages
 
@@ -37,6 +52,20 @@ _GATEWAY_KEY_VARS: dict[str, str] = {
     "ai-gateway.vercel.sh": "AI_GATEWAY_API_KEY",
 }
 """Hosts whose key variable ``backend='openai'`` reads when pointed at them (as ``rlms``)."""
+
+TRANSPORTS = ("auto", "direct", "sdk")
+"""Values of the ``transport`` backend_kwarg."""
+
+DIRECT_CLIENT_KWARGS = frozenset({"default_headers", "default_query", "organization", "project"})
+"""``openai.OpenAI`` arguments the direct transport reproduces (via the client's headers and
+query); any other one (``http_client``, ...) needs the SDK."""
+
+SDK_CALL_OPTIONS = frozenset({"extra_headers", "extra_query", "timeout"})
+"""``chat.completions.create`` arguments that are not request-body fields; in
+``sampling_args`` they need the SDK."""
+
+DIRECT_ERRORS = ErrorTypes(base=HTTPError, status=HTTPStatusError, connection=HTTPConnectionError)
+"""The exceptions of the direct transport, for retries and error messages."""
 
 
 # -- sampling args (as rlms) -----------------------------------------------------------------
@@ -56,23 +85,75 @@ def normalize_sampling_args(sampling_args: dict[str, Any] | None) -> dict[str, A
     return {k: v for k, v in args.items() if v is not None}
 
 
-def extract_cost(usage: Any) -> float | None:
+def request_body(request: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body the SDK sends for ``chat.completions.create(**request)``.
+
+    The arguments, with ``extra_body`` merged in at the top level (its keys win).
+    """
+    body = {k: v for k, v in request.items() if k != "extra_body"}
+    body.update(request.get("extra_body") or {})
+    return body
+
+
+def reply_data(reply: Any) -> Any:
+    """A reply as plain JSON data: SDK reply objects are dumped, anything else is returned."""
+    dump = getattr(reply, "model_dump", None)
+    if not callable(dump):
+        return reply
+    try:
+        return dump(warnings=False)  # content parts do not match the SDK's `str` field
+    except ValueError:  # pydantic 1: no serializer warnings to silence
+        return dump()
+
+
+def extract_cost(usage: Mapping[str, Any]) -> float | None:
     """USD cost of a call when the provider reports one (OpenRouter does), else ``None``.
 
-    Reads ``usage.cost``, then ``usage.model_extra["cost"]``, then
-    ``usage.model_extra["cost_details"]["upstream_inference_cost"]``; zero means unknown.
+    Reads ``usage["cost"]``, then ``usage["cost_details"]["upstream_inference_cost"]``; zero
+    means unknown.
     """
-    candidates: list[Any] = [getattr(usage, "cost", None)]
-    extra = getattr(usage, "model_extra", None)
-    if isinstance(extra, dict):
-        candidates.append(extra.get("cost"))
-        details = extra.get("cost_details")
-        if isinstance(details, dict):
-            candidates.append(details.get("upstream_inference_cost"))
+    details = usage.get("cost_details")
+    candidates = [
+        usage.get("cost"),
+        details.get("upstream_inference_cost") if isinstance(details, Mapping) else None,
+    ]
     for value in candidates:
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             return float(value)
     return None
+
+
+def client_headers(client: Any) -> dict[str, str]:
+    """The headers an ``openai`` client sends with every request.
+
+    Its ``auth_headers`` (``Authorization``), then its ``default_headers`` (``User-Agent``,
+    platform headers, ``OpenAI-Organization`` / ``OpenAI-Project``, the user's
+    ``default_headers``), merged case-insensitively with later values winning; values the
+    SDK marks as omitted are dropped, as the SDK does.
+    """
+    merged: dict[str, tuple[str, str]] = {}
+    for name, value in [*client.auth_headers.items(), *client.default_headers.items()]:
+        if isinstance(value, str):
+            merged[name.lower()] = (name, value)
+        else:
+            merged.pop(name.lower(), None)
+    return dict(merged.values())
+
+
+def sdk_ssl_context(sdk: ModuleType) -> ssl.SSLContext:
+    """The TLS settings of the SDK's default HTTP client.
+
+    Made by ``create_ssl_context()`` of the HTTP library ``sdk.DefaultHttpxClient`` is built
+    on (``httpx`` or ``httpx2``: the same CA certificates and ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR`` handling as the SDK), else by :func:`default_ssl_context`.
+    """
+    for cls in getattr(getattr(sdk, "DefaultHttpxClient", None), "__mro__", ()):
+        library = sys.modules.get(cls.__module__.partition(".")[0])
+        create = getattr(library, "create_ssl_context", None)
+        if callable(create):
+            context: ssl.SSLContext = create()
+            return context
+    return default_ssl_context()
 
 
 def _host(url: str | None) -> str | None:
@@ -83,11 +164,18 @@ def _message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts
-        return "".join(
-            str(p.get("text") or "") if isinstance(p, dict) else str(getattr(p, "text", "") or "")
-            for p in content
-        )
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
     return str(content)
+
+
+def _preview(data: Any, limit: int = 200) -> str:
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if v is not None}
+    try:
+        text = json.dumps(data, default=str)
+    except ValueError:
+        text = repr(data)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- backends --------------------------------------------------------------------------------
@@ -107,6 +195,14 @@ class OpenAIBackend(SDKBackend):
       (sent as ``max_completion_tokens``), ``extra_body``, ...).
     * ``timeout`` (seconds per attempt), ``max_retries`` (default 3), ``retry_backoff``
       (seconds before the first retry, default 0.5).
+    * ``transport``: ``"auto"`` (default), ``"direct"`` or ``"sdk"``. ``"direct"`` sends
+      requests over kept-alive :mod:`http.client` connections with the headers, query and
+      body the SDK would send; ``"sdk"`` sends them through the SDK. ``"auto"`` is
+      ``"direct"`` unless the SDK is needed: ``openai.OpenAI`` arguments other than
+      :data:`DIRECT_CLIENT_KWARGS` (``http_client``, ...), :data:`SDK_CALL_OPTIONS` in
+      ``sampling_args``, a key provider, ``azure_openai``, or a proxy variable
+      (``HTTP(S)_PROXY``, ``ALL_PROXY``, unless ``NO_PROXY`` excludes the host) that covers
+      ``base_url``. ``"direct"`` ignores proxy variables and rejects the other cases.
     * anything else (``default_headers``, ``default_query``, ``organization``, ...) is passed
       to ``openai.OpenAI``.
     """
@@ -120,6 +216,71 @@ class OpenAIBackend(SDKBackend):
     base_url_env: ClassVar[str | None] = "OPENAI_BASE_URL"
     """Environment variable read for ``base_url`` when none is given."""
     requires_base_url: ClassVar[bool] = False
+    direct_capable: ClassVar[bool] = True
+    """Whether the direct transport can serve this backend's client."""
+
+    def __init__(self, *args: Any, transport: str = "auto", **kwargs: Any) -> None:
+        if transport not in TRANSPORTS:
+            raise BackendError(
+                f"backend {self.name!r}: transport must be 'auto', 'direct' or 'sdk', "
+                f"not {transport!r}"
+            )
+        super().__init__(*args, **kwargs)
+        self.transport: str = self._pick_transport(transport)
+        """The request path in use: ``"direct"`` or ``"sdk"``."""
+        self._direct = self._make_direct() if self.transport == "direct" else None
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _direct_blockers(self) -> list[str]:
+        """What the direct transport cannot reproduce in this configuration (empty: nothing).
+
+        The backend itself (``azure_openai``), a ``base_url`` that is not http(s),
+        ``openai.OpenAI`` arguments beyond :data:`DIRECT_CLIENT_KWARGS` (``http_client``,
+        ...), :data:`SDK_CALL_OPTIONS` in ``sampling_args``, an API key that is not a fixed
+        string (a key provider), a ``timeout`` that is not a number of seconds.
+        """
+        blockers = [] if self.direct_capable else [f"backend {self.name!r}"]
+        if urlsplit(self.base_url).scheme not in ("http", "https"):
+            blockers.append(f"base_url {self.base_url!r}")
+        blockers += [
+            f"backend_kwargs {k!r}" for k in sorted(set(self.kwargs) - DIRECT_CLIENT_KWARGS)
+        ]
+        blockers += [
+            f"sampling_args {k!r}" for k in sorted(SDK_CALL_OPTIONS & set(self.sampling_args))
+        ]
+        if not self._client.auth_headers:
+            blockers.append("an API key that is not a fixed string")
+        if self.timeout is not None and not isinstance(self.timeout, int | float):
+            blockers.append(f"timeout={self.timeout!r}")
+        return blockers
+
+    def _pick_transport(self, requested: str) -> str:
+        if requested == "sdk":
+            return "sdk"
+        blockers = self._direct_blockers()
+        if requested == "direct" and blockers:
+            self._client.close()
+            raise BackendError(
+                f"backend {self.name!r}: transport='direct' cannot serve "
+                f"{', '.join(blockers)}; use transport='sdk'"
+            )
+        if blockers or (requested == "auto" and proxy_applies(self.base_url)):
+            return "sdk"
+        return "direct"
+
+    def _make_direct(self) -> JSONTransport:
+        url = self.base_url.rstrip("/") + "/chat/completions"
+        query = self._client.qs.stringify(self._client.default_query)
+        if query:
+            url += f"?{query}"
+        https = urlsplit(url).scheme == "https"
+        return JSONTransport(
+            url,
+            client_headers(self._client),
+            self.timeout,
+            sdk_ssl_context(sys.modules[self.sdk_module]) if https else None,
+        )
 
     # -- configuration hooks (overridden by the presets) -------------------------------------
 
@@ -164,42 +325,47 @@ class OpenAIBackend(SDKBackend):
             normalize_sampling_args(self.sampling_args), model=model, messages=messages
         )
 
+    def _send(self, request: dict[str, Any], where: str) -> Any:
+        direct = self._direct
+        if direct is None:
+            return super()._send(request, where)
+        body = request_body(request)
+        return self._call(lambda: direct.post(body), where, DIRECT_ERRORS)
+
     def _parse(self, response: Any, model: str, where: str) -> LMResponse:
-        choices = getattr(response, "choices", None)
+        data = reply_data(response)
+        choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
-            raise BackendError(f"{where}: malformed reply: no `choices` ({_preview(response)})")
-        message = getattr(choices[0], "message", None)
-        if message is None:
+            raise BackendError(f"{where}: malformed reply: no `choices` ({_preview(data)})")
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        message = choice.get("message")
+        if not isinstance(message, dict):
             raise BackendError(f"{where}: malformed reply: `choices[0]` has no `message`")
-        content = getattr(message, "content", None)
+        content = message.get("content")
         if content is None:
-            refusal = getattr(message, "refusal", None)
-            if not refusal:
-                finish = getattr(choices[0], "finish_reason", None)
+            content = message.get("refusal")
+            if not content:
+                finish = choice.get("finish_reason")
                 raise BackendError(f"{where}: the reply has no content (finish_reason={finish!r})")
-            content = refusal
-        usage = getattr(response, "usage", None)
-        if usage is None:
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
             self._warn_no_usage(where)
             return LMResponse(_message_text(content), model, LMUsage(0, 0, None))
         return LMResponse(
             _message_text(content),
             model,
             LMUsage(
-                int(getattr(usage, "prompt_tokens", 0) or 0),
-                int(getattr(usage, "completion_tokens", 0) or 0),
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
                 extract_cost(usage),
             ),
         )
 
-
-def _preview(obj: Any, limit: int = 200) -> str:
-    try:
-        dump = obj.model_dump(exclude_none=True) if hasattr(obj, "model_dump") else obj
-        text = json.dumps(dump, default=str)
-    except Exception:
-        text = repr(obj)
-    return text if len(text) <= limit else text[:limit] + "..."
+    def close(self) -> None:
+        """Close the direct transport's connections and the SDK's HTTP connection pool."""
+        if self._direct is not None:
+            self._direct.close()
+        super().close()
 
 
 class _GatewayBackend(OpenAIBackend):
@@ -263,6 +429,7 @@ class AzureOpenAIBackend(OpenAIBackend):
 
     name = "azure_openai"
     base_url_env = None
+    direct_capable = False  # token providers and Azure's own headers need the SDK
     DEFAULT_API_VERSION: ClassVar[str] = "2024-02-01"
 
     def __init__(

@@ -16,6 +16,7 @@ import operator
 import threading
 from abc import abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
@@ -96,6 +97,18 @@ def describe_error(exc: BaseException, status_error: type[BaseException], timeou
     return f"{type(exc).__name__}: {exc}{detail}"
 
 
+@dataclass(frozen=True)
+class ErrorTypes:
+    """The exception classes of one way of calling an API (an SDK, or a plain HTTP client)."""
+
+    base: type[BaseException]
+    """Every failure of a call."""
+    status: type[BaseException]
+    """The server answered with an error status (has ``status_code``, and ``body``)."""
+    connection: type[BaseException]
+    """The exchange failed (connection errors; timeouts subclass it)."""
+
+
 class UsageWarning:
     """Logs "the reply had no usage" once per backend instance (thread-safe)."""
 
@@ -165,9 +178,9 @@ class SDKBackend(Backend):
 
     The constructor checks ``max_retries`` / ``retry_backoff``, imports the SDK named by
     :attr:`sdk_module` and creates the client with :meth:`_create_client`. :meth:`complete`
-    builds the request with :meth:`_request`, sends it through :meth:`_call` (retries, and
-    the SDK's errors turned into :class:`BackendError`) and reads the reply with
-    :meth:`_parse`.
+    builds the request with :meth:`_request`, sends it with :meth:`_send` (through
+    :meth:`_call`: retries, and errors turned into :class:`BackendError`) and reads the reply
+    with :meth:`_parse`.
     """
 
     sdk_module: ClassVar[str]
@@ -199,9 +212,11 @@ class SDKBackend(Backend):
             self.model_name = self._default_model
         self._warn_no_usage = UsageWarning()
         sdk = import_sdk(self.sdk_module, self.name)
-        self._status_error: type[BaseException] = sdk.APIStatusError
-        self._connection_error: type[BaseException] = sdk.APIConnectionError
-        self._api_error: type[BaseException] = getattr(sdk, self.sdk_error)
+        self._errors = ErrorTypes(
+            base=getattr(sdk, self.sdk_error),
+            status=sdk.APIStatusError,
+            connection=sdk.APIConnectionError,
+        )
         self._client: Any = self._create_client(sdk, api_key, base_url, dict(client_kwargs))
         self.base_url: str = str(self._client.base_url)
         """The URL requests go to (as the SDK resolved it)."""
@@ -238,7 +253,7 @@ class SDKBackend(Backend):
             return factory(**kwargs)
         except TypeError as exc:
             raise BackendError(f"backend {self.name!r}: unsupported backend_kwargs: {exc}") from exc
-        except self._api_error as exc:
+        except self._errors.base as exc:
             raise BackendError(f"backend {self.name!r}: {exc}") from exc
 
     def _with_sampling(self, sampling: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -257,15 +272,16 @@ class SDKBackend(Backend):
     def _where(self, model: str) -> str:
         return f"{self.name} ({self.base_url}, model {model!r})"
 
-    def _is_retryable(self, exc: BaseException) -> bool:
-        return is_transient(exc, self._status_error, self._connection_error)
+    def _call(self, call: Callable[[], T], where: str, errors: ErrorTypes | None = None) -> T:
+        """Run ``call``, retrying transient errors; any failure becomes a :class:`BackendError`.
 
-    def _call(self, call: Callable[[], T], where: str) -> T:
-        """Run ``call``, retrying transient errors; any failure becomes a :class:`BackendError`."""
+        ``errors`` are the exception classes ``call`` raises (default: the SDK's).
+        """
+        kinds = errors or self._errors
         try:
             return with_retries(
                 call,
-                is_retryable=self._is_retryable,
+                is_retryable=lambda exc: is_transient(exc, kinds.status, kinds.connection),
                 max_retries=self.max_retries,
                 backoff=self.retry_backoff,
             )
@@ -273,18 +289,22 @@ class SDKBackend(Backend):
             last = exc.__cause__ or exc
             raise BackendError(
                 f"{where}: gave up after {self.max_retries + 1} attempts; last error: "
-                f"{describe_error(last, self._status_error, self.timeout)}"
+                f"{describe_error(last, kinds.status, self.timeout)}"
             ) from last
         except json.JSONDecodeError as exc:
             raise BackendError(f"{where}: the reply body is not valid JSON ({exc})") from exc
         except TypeError as exc:
             raise BackendError(
-                f"{where}: the SDK rejected the request arguments ({exc}); check sampling_args"
+                f"{where}: the request arguments were rejected ({exc}); check sampling_args"
             ) from exc
-        except self._api_error as exc:
+        except kinds.base as exc:
             raise BackendError(
-                f"{where}: {describe_error(exc, self._status_error, self.timeout)}"
+                f"{where}: {describe_error(exc, kinds.status, self.timeout)}"
             ) from exc
+
+    def _send(self, request: dict[str, Any], where: str) -> Any:
+        """Send ``request`` (from :meth:`_request`) through the SDK; the reply object."""
+        return self._call(lambda: self._create_method(self._client)(**request), where)
 
     # -- the Backend interface ---------------------------------------------------------------
 
@@ -295,13 +315,9 @@ class SDKBackend(Backend):
             raise BackendError(
                 f"backend {self.name!r} needs a model: pass backend_kwargs={{'model_name': ...}}"
             )
-        request = self._request(used_model, messages)
         where = self._where(used_model)
-
-        def call() -> Any:
-            return self._create_method(self._client)(**request)
-
-        return self._parse(self._call(call, where), used_model, where)
+        reply = self._send(self._request(used_model, messages), where)
+        return self._parse(reply, used_model, where)
 
     def context_limit(self, model: str | None = None) -> int | None:
         """The context window of ``model`` (default ``model_name``) when it is a known model."""
