@@ -6,6 +6,9 @@
 Secrets (``{"token": ..., "tls_cert": PEM, "tls_key": PEM}``) come as one JSON line on stdin,
 or from a file that is deleted once read, or (token only) from ``RLM_AGENT_TOKEN``; never
 from the command line. Once listening it prints ``RLM-AGENT-READY port=N pid=P``.
+
+``--fork-server FD`` runs the fork server instead (see
+:mod:`rlm_core.bridge.agent_forkserver`): same-host launchers fork agents from it.
 """
 
 from __future__ import annotations
@@ -82,8 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PPID",
         help="exit when the process PPID (the launcher) dies (Linux parent-death signal)",
     )
+    parser.add_argument(
+        "--fork-server",
+        type=int,
+        default=None,
+        metavar="FD",
+        help="serve fork requests on the Unix socket FD instead of serving a session",
+    )
     args = parser.parse_args(argv)
     _apply_process_limits(args.memory_limit_mb, args.die_with_parent, args.shared_dir)
+    if args.fork_server is not None:
+        from rlm_core.bridge.agent_forkserver import serve_forks
+
+        return serve_forks(args.fork_server)
 
     from rlm_core.bridge.agent_server import serve
 

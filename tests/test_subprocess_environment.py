@@ -79,6 +79,16 @@ def gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def is_fork_server(pid: int) -> bool:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return b"--fork-server" in f.read().split(b"\0")
+
+
 def wait_gone(pid: int, bound: float = 30.0) -> bool:
     deadline = time.monotonic() + bound
     while not gone(pid):
@@ -393,7 +403,9 @@ HOST_SCRIPT = textwrap.dedent(
     env.start(Session(subcalls=None))
     env.add_context("c")
     assert env.execute("x = 1").error is None
-    print(env.agent_pid, env.launcher._dir, flush=True)
+    with open(f"/proc/{env.agent_pid}/stat") as f:
+        parent = f.read().rsplit(")", 1)[1].split()[1]
+    print(env.agent_pid, env.launcher._dir, parent, flush=True)
     if sys.argv[1] == "exit":
         os._exit(0)
     time.sleep(600)
@@ -417,14 +429,17 @@ def test_the_agent_dies_with_its_host(how: str) -> None:
         assert host.stdout is not None
         line = host.stdout.readline()
         fields = line.split()
-        assert len(fields) == 2 and fields[0].isdigit(), host.stderr.read() if host.stderr else line
+        assert len(fields) == 3 and fields[0].isdigit(), host.stderr.read() if host.stderr else line
         agent_pid = int(fields[0])
         socket_dir = fields[1]  # a dead host cannot remove it
+        fork_server = int(fields[2])  # the agent's parent
+        assert fork_server != host.pid
         if how == "sigkill":
             assert not gone(agent_pid)
             host.kill()
         assert host.wait(timeout=30) == (0 if how == "exit" else -9)
         assert wait_gone(agent_pid, 30.0)
+        assert wait_gone(fork_server, 30.0)
         # The agent removes its private directory itself on the way out.
         deadline = time.monotonic() + 10
         while os.path.exists(socket_dir) and time.monotonic() < deadline:
@@ -438,6 +453,86 @@ def test_the_agent_dies_with_its_host(how: str) -> None:
             os.kill(agent_pid, signal.SIGKILL)
         if socket_dir is not None and os.path.basename(socket_dir).startswith("rlm-agent-"):
             shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+# -- the fork server ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_agents_are_forked_from_a_fork_server_unless_prewarm_is_off() -> None:
+    config = {"env": {"RLM_TEST_CONFIGURATION": "forked"}}  # no spare of it exists yet
+    forked, fresh = start(**config), start(prewarm=False)
+    try:
+        server = parent_of(pid_of(forked))
+        assert server != os.getpid() and is_fork_server(server)
+        assert parent_of(pid_of(fresh)) == os.getpid()
+        # A forked agent is a session of its own, like a freshly started one.
+        assert os.getsid(pid_of(forked)) == pid_of(forked)
+        again = start(**config)
+        try:
+            assert parent_of(pid_of(again)) == server  # one fork server per configuration
+            forked.execute("shared = 'only here'")
+            assert "NameError" in (again.execute("print(shared)").error or "")
+        finally:
+            again.close()
+    finally:
+        forked.close()
+        fresh.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("code", "status"), [("import os; os._exit(7)", 7), ("import os; os.kill(os.getpid(), 9)", -9)]
+)
+def test_a_forked_agent_reports_its_exit_status(code: str, status: int) -> None:
+    env = start()
+    try:
+        assert is_fork_server(parent_of(pid_of(env)))
+        with pytest.raises(SandboxCrashedError) as info:
+            env.execute(code)
+        assert info.value.exit_status == status
+    finally:
+        env.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_dead_fork_server_takes_its_agents_and_the_next_start_recovers() -> None:
+    env = start()
+    try:
+        agent = pid_of(env)
+        server = parent_of(agent)
+        assert is_fork_server(server)
+        os.kill(server, signal.SIGKILL)
+        assert wait_gone(agent, 10.0)  # its parent-death signal
+        with pytest.raises(SandboxError):
+            env.execute("x = 1")
+    finally:
+        env.close()
+    fresh = start()
+    try:
+        assert fresh.execute("print('ok')").stdout == "ok\n"
+        new_server = parent_of(pid_of(fresh))
+        assert new_server != server and is_fork_server(new_server)
+    finally:
+        fresh.close()
+
+
+@pytest.mark.timeout(60)
+def test_agents_start_the_usual_way_when_the_fork_server_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rlm_core.environments import forkserver
+
+    def refuse(self: object, *args: object) -> None:
+        raise forkserver.ForkServerError("refused for the test")
+
+    monkeypatch.setattr(forkserver.ForkServer, "spawn", refuse)
+    env = start(env={"RLM_TEST_CONFIGURATION": "fallback"})  # no spare of this one exists
+    try:
+        assert parent_of(pid_of(env)) == os.getpid()
+        assert env.execute("print('ok')").stdout == "ok\n"
+    finally:
+        env.close()
 
 
 @pytest.mark.timeout(60)

@@ -29,6 +29,7 @@ from typing import Any
 from rlm_core.bridge.auth import make_tls_material, new_token
 from rlm_core.bridge.client import Endpoint
 from rlm_core.environments.agent import AgentEnvironment, AgentSecrets, Launcher
+from rlm_core.environments.forkserver import ForkedProcess, ForkServer, ForkServerError
 from rlm_core.exceptions import SandboxError
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,67 @@ _READY_PREFIX = "RLM-AGENT-READY"
 # the *thread* that started the child exits, so starting agents from short-lived worker
 # threads would kill them early. The agent arms the signal itself (--die-with-parent).
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-agent-spawner")
+
+
+def _without_parent(arguments: list[str]) -> list[str]:
+    """Agent arguments without ``--die-with-parent PID`` (a fork server adds its own)."""
+    if "--die-with-parent" not in arguments:
+        return list(arguments)
+    at = arguments.index("--die-with-parent")
+    return arguments[:at] + arguments[at + 2 :]
+
+
+class _ForkServers:
+    """The fork servers of this host, one per interpreter and environment. Beyond
+    :attr:`LIMIT`, the least recently used ones with no agent running are stopped."""
+
+    LIMIT = 4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._servers: collections.OrderedDict[tuple[str, tuple[tuple[str, str], ...]], ForkServer]
+        self._servers = collections.OrderedDict()
+        self._cwd = tempfile.gettempdir()
+
+    def get(self, python: str, env: dict[str, str]) -> ForkServer:
+        """The live fork server for ``python`` and ``env``, started if need be."""
+        key = (python, tuple(sorted(env.items())))
+        retired: list[ForkServer] = []
+        with self._lock:
+            server = self._servers.get(key)
+            if server is None or not server.alive:
+                if server is not None:
+                    retired.append(server)
+                # Started from the long-lived spawner thread (see _spawner).
+                server = _spawner.submit(ForkServer, python, env, self._cwd).result()
+                self._servers[key] = server
+            self._servers.move_to_end(key)
+            idle = [k for k, v in self._servers.items() if k != key and not v.busy]
+            for old_key in idle[: max(0, len(self._servers) - self.LIMIT)]:
+                retired.append(self._servers.pop(old_key))
+        for old in retired:
+            old.stop()
+        return server
+
+    def discard(self, server: ForkServer) -> None:
+        """Stop a fork server that failed (its running agents, if any, end with it)."""
+        with self._lock:
+            for key, value in list(self._servers.items()):
+                if value is server:
+                    del self._servers[key]
+        server.stop()
+
+    def stop_all(self) -> None:
+        """Stop every fork server (at host exit)."""
+        with self._lock:
+            servers = list(self._servers.values())
+            self._servers.clear()
+        for server in servers:
+            server.stop()
+
+
+_fork_servers = _ForkServers()
+atexit.register(_fork_servers.stop_all)
 
 
 @dataclass(frozen=True)
@@ -54,9 +116,19 @@ class AgentConfig:
 
 
 class AgentProcess:
-    """One ``python -m rlm_core.agent`` child on a private Unix socket."""
+    """One ``python -m rlm_core.agent`` child on a private Unix socket.
 
-    def __init__(self, config: AgentConfig, secrets: AgentSecrets, ready_timeout: float) -> None:
+    With ``fork`` it is forked from the fork server for its configuration (started on first
+    use), else (or when that fails) started as a new interpreter.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        secrets: AgentSecrets,
+        ready_timeout: float,
+        fork: bool = False,
+    ) -> None:
         self.config = config
         self.started = time.monotonic()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
@@ -80,7 +152,9 @@ class AgentProcess:
         if config.memory_limit_mb:
             command += ["--memory-limit-mb", str(config.memory_limit_mb)]
         try:
-            self.process: subprocess.Popen[str] = self._spawn(command)
+            self.process: subprocess.Popen[str] | ForkedProcess = self._spawn(
+                command, fork, ready_timeout
+            )
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
@@ -92,7 +166,20 @@ class AgentProcess:
         self._secrets = secrets
         self._ready_timeout = ready_timeout
 
-    def _spawn(self, command: list[str]) -> subprocess.Popen[str]:
+    def _spawn(
+        self, command: list[str], fork: bool, timeout: float
+    ) -> subprocess.Popen[str] | ForkedProcess:
+        env = self._environment()
+        if fork:
+            arguments = _without_parent(command[command.index("rlm_core.agent") + 1 :])
+            server: ForkServer | None = None
+            try:
+                server = _fork_servers.get(self.config.python, env)
+                return server.spawn(arguments, self.dir, timeout)
+            except (ForkServerError, OSError) as exc:
+                log.debug("forking an agent failed, starting one instead: %s", exc)
+                if server is not None:
+                    _fork_servers.discard(server)
         return _spawner.submit(
             subprocess.Popen,
             command,
@@ -100,7 +187,7 @@ class AgentProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=self._environment(),
+            env=env,
             cwd=self.dir,
             start_new_session=True,
         ).result()
@@ -193,7 +280,7 @@ class _Spares:
         self._spares: dict[AgentConfig, AgentProcess] = {}
         self._starting: dict[AgentConfig, threading.Event] = {}
         self._unclaimed: set[AgentProcess] = set()  # spares and spares still starting
-        atexit.register(self.stop_all)
+        atexit.register(self.stop_all)  # runs before the fork servers' (registered earlier)
 
     def take(self, config: AgentConfig, wait: float) -> AgentProcess | None:
         """A ready spare for ``config`` (young enough to be claimed safely), or ``None``.
@@ -228,7 +315,7 @@ class _Spares:
             spare: AgentProcess | None = None
             try:
                 secrets = AgentSecrets(new_token(), make_tls_material() if config.tls else None)
-                spare = AgentProcess(config, secrets, ready_timeout)
+                spare = AgentProcess(config, secrets, ready_timeout, fork=True)
                 with self._lock:
                     self._unclaimed.add(spare)
                 spare.wait_ready()
@@ -296,7 +383,9 @@ class SubprocessLauncher(Launcher):
         )
         agent = _spares.take(config, wait=self.ready_timeout) if self.prewarm else None
         if agent is None:
-            agent = self.agent = AgentProcess(config, secrets, self.ready_timeout)
+            agent = self.agent = AgentProcess(
+                config, secrets, self.ready_timeout, fork=self.prewarm
+            )
             agent.wait_ready()  # on failure the environment calls terminate()
         self.agent = agent
         if self.prewarm:
@@ -327,7 +416,7 @@ class SubprocessLauncher(Launcher):
         return None if self.agent is None else self.agent.dir
 
     @property
-    def process(self) -> subprocess.Popen[str] | None:
+    def process(self) -> subprocess.Popen[str] | ForkedProcess | None:
         """The child process (``None`` before :meth:`launch`)."""
         return None if self.agent is None else self.agent.process
 

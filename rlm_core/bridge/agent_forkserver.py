@@ -1,0 +1,143 @@
+"""The agent fork server: an interpreter with the agent's imports done, forking agents.
+
+``python -m rlm_core.agent --fork-server FD`` loads gRPC, protobuf and the agent (about
+100 ms of imports) once, starts no thread, and then serves requests on the Unix
+``SOCK_SEQPACKET`` socket ``FD``. Each request is one message: JSON
+``{"argv": [...], "cwd": DIR}`` with three file descriptors attached (the new agent's
+stdin, stdout and stderr). The server forks; the child becomes a session leader, takes
+those descriptors as 0, 1 and 2, moves to ``cwd`` and runs ``rlm_core.agent`` with
+``argv`` plus ``--die-with-parent`` (this server), exactly as a freshly started agent
+would. The server answers ``{"pid": N}`` (or ``{"error": ...}``), and reports each
+child's end as ``{"exited": N, "code": C}`` (``C`` as ``subprocess``'s ``returncode``:
+negative for a signal). It exits when the socket closes; its children then get their
+parent-death signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+MAX_MESSAGE = 64 * 1024
+"""Largest control message (the arguments of one agent)."""
+
+
+def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    """Send one JSON control message (with ``fds`` attached)."""
+    data = json.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def _run_child(
+    control: socket.socket, wakeup: int, request: dict[str, Any], fds: list[int]
+) -> None:
+    """In the forked child: become the requested agent, never return to the server loop."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        control.close()
+        os.close(wakeup)
+        os.setsid()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        os.chdir(request["cwd"])
+        from rlm_core.agent import main
+
+        code = main([*request["argv"], "--die-with-parent", str(os.getppid())])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def serve_forks(control_fd: int) -> int:
+    """Fork agents on request until the control socket closes."""
+    import rlm_core.bridge.agent_server  # noqa: F401  (the imports every agent needs)
+
+    control = socket.socket(fileno=control_fd)
+    read_end, wakeup = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(wakeup, False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.set_wakeup_fd(wakeup)
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ)
+    selector.register(read_end, selectors.EVENT_READ)
+    gc.collect()
+    gc.freeze()  # keep the shared pages shared: the collector would touch them in children
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is control:
+                try:
+                    data, fds, _flags, _addr = socket.recv_fds(control, MAX_MESSAGE, 3)
+                except OSError:
+                    data, fds = b"", []
+                if not data:
+                    return 0  # the host is gone
+                try:
+                    _fork(control, wakeup, data, fds)
+                except OSError:
+                    return 0
+            else:
+                while True:
+                    try:
+                        if not os.read(read_end, 512):
+                            break
+                    except BlockingIOError:
+                        break
+                try:
+                    _reap(control)
+                except OSError:
+                    return 0
+
+
+def _fork(control: socket.socket, wakeup: int, data: bytes, fds: list[int]) -> None:
+    try:
+        request = json.loads(data)
+        if len(fds) != 3:
+            raise ValueError(f"expected 3 file descriptors, got {len(fds)}")
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+    except Exception as exc:
+        for fd in fds:
+            os.close(fd)
+        send(control, {"error": f"{type(exc).__name__}: {exc}"})
+        return
+    if pid == 0:
+        _run_child(control, wakeup, request, fds)
+    for fd in fds:
+        os.close(fd)
+    send(control, {"pid": pid})
+
+
+def _reap(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        send(control, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})

@@ -1,0 +1,207 @@
+"""The host's end of the agent fork server (:mod:`rlm_core.bridge.agent_forkserver`).
+
+Starting ``python -m rlm_core.agent`` costs about 100 ms, nearly all of it importing gRPC
+and protobuf. A :class:`ForkServer` is one interpreter that has done those imports; each
+agent is forked from it in a few milliseconds and then behaves exactly like a freshly
+started one (its own session, pipes, private directory and limits). :class:`ForkedProcess`
+gives the host the part of :class:`subprocess.Popen` it uses (``pid``, the three pipes,
+``poll``, ``wait``, ``kill``), with exit statuses reported by the fork server.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+from typing import IO, Any
+
+from rlm_core.bridge.agent_forkserver import MAX_MESSAGE, send
+
+UNKNOWN_EXIT = -int(signal.SIGKILL)
+"""Return code given to a forked agent whose fork server died before reporting its end."""
+
+
+class ForkServerError(RuntimeError):
+    """The fork server could not start an agent (the caller starts one the usual way)."""
+
+
+class ForkedProcess:
+    """An agent forked by a :class:`ForkServer`, with ``Popen``'s interface as the host uses
+    it."""
+
+    def __init__(self, pid: int, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> None:
+        self.pid = pid
+        self.stdin: IO[str] | None = stdin
+        self.stdout: IO[str] | None = stdout
+        self.stderr: IO[str] | None = stderr
+        self.returncode: int | None = None
+        self._ended = threading.Event()
+
+    def _set_exit(self, code: int) -> None:
+        if self.returncode is None:
+            self.returncode = code
+        self._ended.set()
+
+    def poll(self) -> int | None:
+        """The return code once the process has ended, else ``None``."""
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the end; :class:`subprocess.TimeoutExpired` after ``timeout`` seconds."""
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(f"agent {self.pid}", timeout or 0.0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        """Send SIGKILL (nothing happens once it has ended)."""
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+class ForkServer:
+    """One fork server process for agents started with one interpreter and environment.
+
+    Must be created from a thread that lives as long as the host (the server's
+    parent-death signal follows the thread that started it).
+    """
+
+    def __init__(self, python: str, env: dict[str, str], cwd: str) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            command = [python, "-m", "rlm_core.agent", "--fork-server", str(theirs.fileno())]
+            self.process = subprocess.Popen(
+                [*command, "--die-with-parent", str(os.getpid())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=cwd,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._control = ours
+        self._lock = threading.Lock()  # one spawn request at a time
+        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._children: dict[int, ForkedProcess] = {}
+        self._early_exits: dict[int, int] = {}
+        self._children_lock = threading.Lock()
+        self._alive = True
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        threading.Thread(target=self._read, name="rlm-forkserver-reader", daemon=True).start()
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the server can still fork agents."""
+        return self._alive and self.process.poll() is None
+
+    @property
+    def busy(self) -> bool:
+        """Whether agents it forked are still running (stopping it would end them)."""
+        with self._children_lock:
+            return bool(self._children)
+
+    def spawn(self, argv: list[str], cwd: str, timeout: float) -> ForkedProcess:
+        """Fork an agent running ``python -m rlm_core.agent *argv`` in ``cwd``."""
+        pipes = [os.pipe() for _ in range(3)]
+        theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+        ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
+        try:
+            with self._lock:
+                if not self.alive:
+                    raise ForkServerError(f"the fork server is gone: {self.diagnostics()}")
+                send(self._control, {"argv": argv, "cwd": cwd}, theirs)
+                try:
+                    reply = self._replies.get(timeout=timeout)
+                except queue.Empty:
+                    raise ForkServerError("the fork server did not answer") from None
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        if "pid" not in reply:
+            for fd in ours:
+                os.close(fd)
+            raise ForkServerError(str(reply.get("error") or reply))
+        child = ForkedProcess(
+            int(reply["pid"]),
+            open(ours[0], "w", encoding="utf-8"),  # noqa: SIM115  (owned by the process)
+            open(ours[1], encoding="utf-8"),  # noqa: SIM115
+            open(ours[2], encoding="utf-8"),  # noqa: SIM115
+        )
+        with self._children_lock:
+            early = self._early_exits.pop(child.pid, None)
+            if early is None:
+                self._children[child.pid] = child
+        if early is not None:
+            child._set_exit(early)
+        return child
+
+    def diagnostics(self) -> str:
+        """The server's last stderr lines."""
+        return "\n".join(self.stderr_tail)
+
+    def stop(self) -> None:
+        """Close the control socket: the server exits, and the agents it forked that are
+        still running get their parent-death signal."""
+        self._alive = False
+        with contextlib.suppress(OSError):
+            self._control.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5.0)
+
+    # -- background threads ------------------------------------------------------------
+
+    def _read(self) -> None:
+        try:
+            while True:
+                data = self._control.recv(MAX_MESSAGE)
+                if not data:
+                    break
+                message = json.loads(data)
+                if "exited" in message:
+                    self._exited(int(message["exited"]), int(message["code"]))
+                else:
+                    self._replies.put(message)
+        except (OSError, ValueError):
+            pass
+        self._alive = False
+        self._replies.put({"error": f"the fork server is gone: {self.diagnostics()}"})
+        with self._children_lock:
+            orphans, self._children = list(self._children.values()), {}
+        for child in orphans:  # their parent-death signal ends them; the status is lost
+            child.kill()
+            child._set_exit(UNKNOWN_EXIT)
+
+    def _exited(self, pid: int, code: int) -> None:
+        with self._children_lock:
+            child = self._children.pop(pid, None)
+            if child is None:  # ended before spawn() registered it
+                self._early_exits[pid] = code
+        if child is not None:
+            child._set_exit(code)
+
+    def _drain_stderr(self) -> None:
+        stderr = self.process.stderr
+        if stderr is not None:
+            for line in stderr:
+                self.stderr_tail.append(line.rstrip("\n"))
