@@ -57,7 +57,9 @@ def _run_child(
         os.chdir(request["cwd"])
         from rlm_core.agent import main
 
-        code = main([*request["argv"], "--die-with-parent", str(os.getppid())])
+        argv = [*request["argv"], "--die-with-parent", str(os.getppid())]
+        sys.argv[1:] = argv  # as a freshly started agent sees it
+        code = main(argv)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
