@@ -515,14 +515,10 @@ def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- concurrency -------------------------------------------------------------------------------
 
 
-def test_concurrent_calls_get_their_own_usage(openai_server: LMServer, make_openai: Any) -> None:
-    openai_server.latency = 0.05
-    openai_server.cost = 0.001
-    backend = make_openai()
-    n = 32
-    prompts = [[{"role": "user", "content": f"prompt {i}: " + "x" * (7 * i)}] for i in range(n)]
-    results: list[LMResponse | BaseException | None] = [None] * n
-    barrier = threading.Barrier(n)
+def run_in_threads(backend: Any, prompts: list[Any]) -> list[LMResponse | BaseException]:
+    """``backend.complete(prompt)`` for every prompt, each in its own new thread, at once."""
+    results: list[LMResponse | BaseException] = [RuntimeError("not run")] * len(prompts)
+    barrier = threading.Barrier(len(prompts))
 
     def worker(i: int) -> None:
         barrier.wait()
@@ -531,11 +527,21 @@ def test_concurrent_calls_get_their_own_usage(openai_server: LMServer, make_open
         except BaseException as exc:
             results[i] = exc
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    return results
+
+
+def test_concurrent_calls_get_their_own_usage(openai_server: LMServer, make_openai: Any) -> None:
+    openai_server.latency = 0.05
+    openai_server.cost = 0.001
+    backend = make_openai()
+    n = 32
+    prompts = [[{"role": "user", "content": f"prompt {i}: " + "x" * (7 * i)}] for i in range(n)]
+    results = run_in_threads(backend, prompts)
     for i, result in enumerate(results):
         assert isinstance(result, LMResponse), result
         expected_text = "echo: " + prompts[i][0]["content"]

@@ -19,7 +19,7 @@ from typing import Any
 import openai
 import pytest
 from lm_server import LMServer, RecordedRequest, expected_usage
-from test_backends import ENV_VARS, MESSAGES, backend_factory
+from test_backends import ENV_VARS, MESSAGES, backend_factory, run_in_threads
 
 from rlm_core.backends.base import LMResponse, LMUsage
 from rlm_core.backends.openai import (
@@ -83,26 +83,6 @@ def wait_for(condition: Callable[[], bool], what: str, limit: float = 10.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
-
-
-def run_in_threads(backend: Any, prompts: list[Any]) -> list[LMResponse | BaseException]:
-    """``backend.complete(prompt)`` for every prompt, each in its own new thread, at once."""
-    results: list[LMResponse | BaseException] = [RuntimeError("not run")] * len(prompts)
-    barrier = threading.Barrier(len(prompts))
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = backend.complete(prompts[i])
-        except BaseException as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
 
 
 # -- the same request as the SDK ---------------------------------------------------------------
