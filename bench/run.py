@@ -646,8 +646,10 @@ NOTES = f"""\
   `scripted` backend, and for rlms a `BaseLM` subclass returned by a patched
   `rlm.clients.get_client`; both run the same script (`bench/_common.py`) and report
   pseudo-token usage. Workload 2: the root LM is that stand-in, the sub-calls go through each
-  library's own `openai` client to `bench/lm_server.py`, a threaded OpenAI-compatible HTTP
-  server on 127.0.0.1 that sleeps {LATENCY_MS} ms per request (`other_backends=["openai"]`).
+  library's own `openai` backend (rlm-core's default direct transport; rlms's `openai` SDK
+  client) to `bench/lm_server.py`, a threaded OpenAI-compatible HTTP server on 127.0.0.1
+  that sleeps {LATENCY_MS} ms per request (`other_backends=["openai"]`). A new `RLM` per
+  completion: its first batch opens the connections, later batches reuse them.
   Workload 7's "{LATENCY_MS} ms" fan-out rows: the stand-in sleeps {LATENCY_MS} ms before
   each child's reply.
 * **Timing points.** Workloads 1, 2, 6 and the fan-out rows are timed inside the cell
@@ -658,7 +660,11 @@ NOTES = f"""\
   jupyter_client; `rlms[ipython]` extras). Its cells reach the LM handler over TCP, like
   rlms `local`.
 * **Workload 6** has no rlms counterpart: rlms's remote environments (modal, e2b, daytona,
-  prime, docker) need a cloud account or a Docker daemon.
+  prime, docker) need a cloud account or a Docker daemon. Its "floor" row
+  (`bench/grpc_floor.py`) is a bare gRPC echo between two processes with the bridge's thread
+  hand-offs and no rlm-core code: what gRPC itself costs on this machine.
+* **`subprocess` agents** are forked from a fork server (the default, `prewarm=True`), except
+  in the `prewarm=False` row, where every agent is a new interpreter.
 * **rlms's ~0.5 s per completion** (workloads 5 and 7) is its `LMHandler.stop()`:
   `socketserver`'s `shutdown()` waits for `serve_forever`'s 0.5 s poll to notice.
 * **rlms failures**, when listed below, are rlms's own: batched calls run each batch in a

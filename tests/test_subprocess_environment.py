@@ -829,6 +829,11 @@ def test_large_contexts_arrive_whole_by_file_or_by_stream(
         expected = [type(payload).__name__, str(len(payload)), hashlib.sha256(data).hexdigest()]
         assert result.stdout.split() == expected, result.stderr
         assert [n for n in os.listdir(shared) if n.startswith("context-")] == []
+        # The hand-over file is unmapped once the load is answered: nothing keeps it alive.
+        deadline = time.monotonic() + 10
+        while "context-" in Path(f"/proc/{pid_of(env)}/maps").read_text():
+            assert time.monotonic() < deadline, "the payload file is still mapped"
+            time.sleep(0.05)
     finally:
         env.close()
 

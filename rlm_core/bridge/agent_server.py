@@ -60,6 +60,12 @@ class HostToolError(Exception):
     __module__ = "builtins"  # shown to the model as plain ``HostToolError``
 
 
+def _after_reply(context: Any, release: Callable[[], object]) -> None:
+    """Run ``release`` once the call's reply is sent (at once if the call is over)."""
+    if not context.add_callback(release):
+        release()
+
+
 def _error_completion(prompt: Any, model: str | None, message: str) -> RLMChatCompletion:
     return RLMChatCompletion(
         root_model=model or "unknown",
@@ -316,7 +322,10 @@ class AgentServicer(pb_grpc.AgentServicer):
         if value is None:
             value = self._decode(kind, buffer, index, context)
         del buffer
+        names = [f"context_{index}", "context"] if index == 0 else [f"context_{index}"]
+        replaced = [self.repl.ns.get(name) for name in names]
         self.repl.load_context(value, index)
+        _after_reply(context, replaced.clear)  # a replaced big context is freed off the clock
         return pb.LoadContextResponse(
             received_bytes=total,
             type_name=type(value).__name__,
@@ -353,8 +362,14 @@ class AgentServicer(pb_grpc.AgentServicer):
                     )
                 if size == 0:
                     return self._decode(kind, bytearray(), index, context)
-                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                    return self._decode(kind, view, index, context)
+                view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                value = self._decode(kind, view, index, context)
+            except BaseException:
+                view.close()
+                raise
+            _after_reply(context, view.close)  # unmapping 50 MiB takes milliseconds
+            return value
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(path)
