@@ -21,13 +21,14 @@ def _apply_process_limits(
     memory_limit_mb: int | None, parent: int | None, shared_dir: str | None
 ) -> None:
     import os
-    import shutil
     import signal
 
     def leave(*_: object) -> None:
         # Until the agent is serving (which installs a graceful handler), a termination
         # just removes the launcher's private directory and exits.
         if shared_dir:
+            import shutil
+
             shutil.rmtree(shared_dir, ignore_errors=True)
         os._exit(0)
 

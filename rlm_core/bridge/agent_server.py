@@ -18,7 +18,6 @@ import logging
 import mmap
 import os
 import queue
-import shutil
 import signal
 import sys
 import threading
@@ -547,6 +546,8 @@ def serve(args: Any) -> int:
 
     def clean_up() -> None:
         if args.shared_dir:  # the launcher's private directory: remove it with us
+            import shutil  # only on the way out: it is slow to import
+
             shutil.rmtree(args.shared_dir, ignore_errors=True)
 
     def stop_within(grace: float, why: str) -> None:

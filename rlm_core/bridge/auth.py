@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import hmac
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,8 @@ TLS_SERVER_NAME = "rlm-agent"
 
 def new_token() -> str:
     """A fresh 256-bit session token."""
+    import secrets  # host side only: the agent never makes tokens
+
     return secrets.token_urlsafe(32)
 
 
