@@ -535,6 +535,49 @@ def test_agents_start_the_usual_way_when_the_fork_server_fails(
         env.close()
 
 
+FORKED_HOST_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from rlm_core import RLM
+
+    CELL = "```repl\\nimport os; answer['content'] = str(os.getpid()); answer['ready'] = True\\n```"
+
+    def run():
+        rlm = RLM(backend="scripted", backend_kwargs={"responses": [CELL]},
+                  environment="subprocess")
+        try:
+            return rlm.completion("c").response
+        finally:
+            rlm.close()
+
+    print("parent", run(), flush=True)  # leaves a spawner thread, a fork server, a spare
+    pid = os.fork()
+    if pid == 0:
+        print("child", run(), flush=True)
+        sys.exit(0)  # runs the child's exit handlers: they must not touch the parent's agents
+    _, status = os.waitpid(pid, 0)
+    print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+    print("parent", run(), flush=True)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_host_starts_its_own_agents_and_leaves_the_parents_alone() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_HOST_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert [line[0] for line in lines] == ["parent", "child", "child", "parent"], result.stdout
+    assert lines[2] == ["child", "exit", "0"]
+    assert all(line[1].isdigit() for line in (lines[0], lines[1], lines[3]))
+
+
 @pytest.mark.timeout(60)
 def test_an_agent_whose_host_never_speaks_exits_by_itself() -> None:
     directory = tempfile.mkdtemp(prefix="rlm-test-")

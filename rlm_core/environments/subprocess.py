@@ -83,6 +83,12 @@ class _ForkServers:
             old.stop()
         return server
 
+    def forget(self) -> None:
+        """Drop every fork server without stopping it (they belong to the parent of a forked
+        host)."""
+        self._lock = threading.Lock()
+        self._servers = collections.OrderedDict()
+
     def discard(self, server: ForkServer) -> None:
         """Stop a fork server that failed (its running agents, if any, end with it)."""
         with self._lock:
@@ -338,6 +344,12 @@ class _Spares:
 
         threading.Thread(target=start, name="rlm-agent-prewarm", daemon=True).start()
 
+    def forget(self) -> None:
+        """Drop every spare without stopping it (they belong to the parent of a forked
+        host)."""
+        self._lock = threading.Lock()
+        self._spares, self._starting, self._unclaimed = {}, {}, set()
+
     def stop_all(self) -> None:
         """Stop every unclaimed agent, ready or still starting (at host exit)."""
         with self._lock:
@@ -348,6 +360,18 @@ class _Spares:
 
 
 _spares = _Spares()
+
+
+def _start_afresh_after_fork() -> None:
+    """In a forked copy of the host process: the spawner thread did not survive the fork,
+    and the spares and fork servers are the parent's, so start with none of them."""
+    global _spawner
+    _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-agent-spawner")
+    _spares.forget()
+    _fork_servers.forget()
+
+
+os.register_at_fork(after_in_child=_start_afresh_after_fork)
 
 
 class SubprocessLauncher(Launcher):
