@@ -215,6 +215,12 @@ class Script:
         return repl(f"answer['content'] = 'FAILED: ' + {last!r}\nanswer['ready'] = True\n")
 
 
+def run_cell(rlm: Any, name: str, context: Any = "hello") -> Any:
+    """Run a completion whose cell answers JSON timings (the same call in both systems);
+    return the decoded answer."""
+    return parse_answer(rlm.completion(context, root_prompt=ROOT_MARKER + name).response)
+
+
 def usage_tokens(messages: Messages, reply: str) -> tuple[int, int]:
     """Pseudo-token usage (four characters a token), as rlm-core's scripted LM reports it."""
     chars = sum(len(str(m.get("content") or "")) for m in messages)
@@ -349,6 +355,66 @@ def measure_cell_overhead(
             samples[label].append(timed(lambda: run_cell("x = 1")))
     for label, values in samples.items():
         emit("cell", "s", values, variant=args.variant, context=label, size_mib=args.size_mib)
+
+
+def batched_workload(
+    make_rlm: Callable[..., Any],
+    run_cell: Callable[[Any, str], Any],
+    close: Callable[[Any], None],
+) -> Callable[[argparse.Namespace], None]:
+    """Workload 2 for one system: ``llm_query_batched`` of ``width`` prompts against the
+    ``--lm-url`` server, given that system's ``make_rlm``, ``run_cell`` (one completion,
+    its answer decoded) and ``close``.
+
+    A new RLM per completion, ``--reps`` times: each times its first batch (``cold``: the
+    connections are opened) and ``--warm`` more (``warm``). Then one RLM reused for
+    ``--reps`` more completions after a first one: their first batches (``reused``).
+    """
+
+    def w_batched(args: argparse.Namespace) -> None:
+        cold: list[float] = []
+        warm: list[float] = []
+        reused: list[float] = []
+        failed, first = 0, None
+
+        def new_rlm() -> Any:
+            return make_rlm(
+                [cell_batched(args.warm, args.width)],
+                args.variant,
+                other_backends=["openai"],
+                other_backend_kwargs=[
+                    {"base_url": args.lm_url, "api_key": "dummy", "model_name": "bench-lm"}
+                ],
+                max_concurrent_subcalls=args.width,
+            )
+
+        def one(rlm: Any) -> tuple[float, list[float]]:
+            nonlocal failed, first
+            one_cold, warm_times, bad, bad_first = run_cell(rlm, "batched")
+            failed += bad
+            first = first or (bad_first[0][:300] if bad_first else None)
+            return one_cold, warm_times
+
+        for _ in range(args.reps):
+            rlm = new_rlm()
+            try:
+                one_cold, warm_times = one(rlm)
+            finally:
+                close(rlm)
+            cold.append(one_cold)
+            warm.extend(warm_times)
+        rlm = new_rlm()
+        try:
+            one(rlm)
+            reused.extend(one(rlm)[0] for _ in range(args.reps))
+        finally:
+            close(rlm)
+        total = (2 * args.reps + 1) * (args.warm + 1) * args.width
+        meta = {"variant": args.variant, "failed_calls": failed, "total_calls": total}
+        for phase, values in (("cold", cold), ("warm", warm), ("reused", reused)):
+            emit("batched", "s", values, phase=phase, first_failure=first, **meta)
+
+    return w_batched
 
 
 def fanout_workload(

@@ -411,7 +411,11 @@ def build_rows(out: Outcome) -> list[Row]:
         subcall_target,
     )
     # 2.
-    for phase, when in (("cold", "first batch of a completion"), ("warm", "later batches")):
+    for phase, when in (
+        ("cold", "first batch of a completion"),
+        ("warm", "later batches"),
+        ("reused", "first batch of a completion, `RLM` reused"),
+    ):
         pair_rows(
             "2",
             f"{BATCH_WIDTH} concurrent sub-calls (`llm_query_batched`), {LATENCY_MS} ms LM, "
@@ -649,7 +653,8 @@ NOTES = f"""\
   library's own `openai` backend (rlm-core's default direct transport; rlms's `openai` SDK
   client) to `bench/lm_server.py`, a threaded OpenAI-compatible HTTP server on 127.0.0.1
   that sleeps {LATENCY_MS} ms per request (`other_backends=["openai"]`). A new `RLM` per
-  completion: its first batch opens the connections, later batches reuse them.
+  completion: its first batch opens the connections, later batches reuse them; the
+  "reused" row is the first batch of completions of one `RLM` that has run before.
   Workload 7's "{LATENCY_MS} ms" fan-out rows: the stand-in sleeps {LATENCY_MS} ms before
   each child's reply.
 * **Timing points.** Workloads 1, 2, 6 and the fan-out rows are timed inside the cell

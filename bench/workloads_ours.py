@@ -26,7 +26,7 @@ from _common import (
     CELL_ANSWER,
     ROOT_MARKER,
     Script,
-    cell_batched,
+    batched_workload,
     cell_sequential_calls,
     cell_subcalls,
     emit,
@@ -34,7 +34,7 @@ from _common import (
     make_text,
     measure_cell_overhead,
     measure_context_load,
-    parse_answer,
+    run_cell,
     timed,
     worker_main,
 )
@@ -197,7 +197,7 @@ def make_rlm(
 def run_cell_answer(rlm: RLM, name: str, context: Any = "hello") -> Any:
     """Run a completion whose cell answers JSON timings; return the decoded answer."""
     try:
-        return parse_answer(rlm.completion(context, root_prompt=ROOT_MARKER + name).response)
+        return run_cell(rlm, name, context)
     finally:
         rlm.close()
 
@@ -210,35 +210,6 @@ def w_subcall(args: argparse.Namespace) -> None:
     cell = cell_sequential_calls(args.reps, warmup=max(20, args.reps // 20))
     times = run_cell_answer(make_rlm([cell], args.variant, prewarm=False), "subcall")
     emit("subcall", "s", times, variant=args.variant)
-
-
-def w_batched(args: argparse.Namespace) -> None:
-    """64-prompt ``llm_query_batched`` calls against the 50 ms server: a new RLM per rep.
-
-    Each completion times its first (cold) batch and ``--warm`` more (warm) batches.
-    """
-    cold: list[float] = []
-    warm: list[float] = []
-    failed, first = 0, None
-    for _ in range(args.reps):
-        rlm_ = make_rlm(
-            [cell_batched(args.warm, args.width)],
-            args.variant,
-            other_backends=["openai"],
-            other_backend_kwargs=[
-                {"base_url": args.lm_url, "api_key": "dummy", "model_name": "bench-lm"}
-            ],
-            max_concurrent_subcalls=args.width,
-        )
-        one_cold, warm_times, bad, bad_first = run_cell_answer(rlm_, "batched")
-        cold.append(one_cold)
-        warm.extend(warm_times)
-        failed += bad
-        first = first or (bad_first[0][:300] if bad_first else None)
-    total = args.reps * (args.warm + 1) * args.width
-    meta = {"variant": args.variant, "failed_calls": failed, "total_calls": total}
-    emit("batched", "s", cold, phase="cold", first_failure=first, **meta)
-    emit("batched", "s", warm, phase="warm", first_failure=first, **meta)
 
 
 def w_context(args: argparse.Namespace) -> None:
@@ -333,6 +304,7 @@ def w_fixed(args: argparse.Namespace) -> None:
         emit("fixed", "s", values, variant=args.variant, mode=mode)
 
 
+w_batched = batched_workload(make_rlm, run_cell, RLM.close)
 w_fanout = fanout_workload(make_rlm, run_cell_answer)
 
 

@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from rlm_core.backends.base import Backend, to_messages
@@ -148,34 +148,39 @@ def _error_completion(
 
 
 class _Run:
-    """One ``completion`` call: serves its cells' sub-calls and owns its thread pool."""
+    """One ``completion`` call: serves its cells' sub-calls on its RLM's worker threads."""
 
     def __init__(self, rlm: RLM, ledger: UsageLedger, backends: _Backends) -> None:
         self.rlm = rlm
         self.ledger = ledger
         self.backends = backends
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._queued: set[Future[Any]] = set()
+        self._queued_lock = threading.Lock()
 
     # -- plumbing -----------------------------------------------------------------------
 
     def _map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         if len(items) <= 1:
             return [fn(item) for item in items]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=max(1, self.rlm.max_concurrent_subcalls),
-                    thread_name_prefix=f"rlm-subcall-d{self.rlm.depth}",
-                )
-            pool = self._pool
-        return list(pool.map(fn, items))
+        threads = self.rlm._subcall_threads()
+        futures = [threads.submit(fn, item) for item in items]
+        with self._queued_lock:
+            self._queued.update(futures)
+        try:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:  # when interrupted: the calls that have not started
+                future.cancel()
+            with self._queued_lock:
+                self._queued.difference_update(futures)
 
     def close(self, wait: bool = True) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+        """End the run; unless ``wait``, cancel its sub-calls that have not started."""
+        if not wait:
+            with self._queued_lock:
+                queued = list(self._queued)
+            for future in queued:
+                future.cancel()
 
     def _notify(self, kind: str, prompt: Any, model: str | None, result: RLMChatCompletion) -> None:
         with host_output():
@@ -405,6 +410,7 @@ class RLM:
         self._best_partial_answer: str | None = None
         self._lock = threading.Lock()
         self._run_lock = threading.RLock()
+        self._threads: ThreadPoolExecutor | None = None
 
         if self.logger is not None or verbose:
             metadata = RLMMetadata(
@@ -440,6 +446,18 @@ class RLM:
         if self._backends is not None:
             return self._backends.default.model_name
         return str(self.backend_kwargs.get("model_name", "unknown"))
+
+    def _subcall_threads(self) -> ThreadPoolExecutor:
+        """This RLM's ``max_concurrent_subcalls`` worker threads for batched sub-calls, kept
+        across its completions (they run one at a time) until :meth:`close`; a child RLM
+        has its own."""
+        with self._lock:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(
+                    max_workers=max(1, self.max_concurrent_subcalls),
+                    thread_name_prefix=f"rlm-subcall-d{self.depth}",
+                )
+            return self._threads
 
     def _spawn_child(self, model: str | None, ledger: UsageLedger, backends: _Backends) -> RLM:
         child = RLM(
@@ -754,10 +772,15 @@ class RLM:
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the persistent environment and the backends this RLM created."""
+        """Close the persistent environment, the worker threads and the backends this RLM
+        created."""
         env, self._persistent_env = self._persistent_env, None
         if env is not None:
             env.close()
+        with self._lock:
+            threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
         if self._owns_backends and self._backends is not None:
             self._backends.close()
             self._backends = None

@@ -17,6 +17,7 @@ from rlm_core import (
     TokenLimitExceededError,
 )
 from rlm_core.backends.scripted import estimate_tokens
+from rlm_core.exceptions import SandboxCrashedError
 
 Messages = list[dict[str, Any]]
 
@@ -387,3 +388,61 @@ def test_ctrl_c_does_not_wait_for_sub_calls_in_flight() -> None:
     with pytest.raises(CancellationError):
         rlm.completion("c")
     assert finished == []  # raised while every sub-call was still in flight
+
+
+# -- worker threads ---------------------------------------------------------------------------
+
+
+def test_worker_threads_are_kept_across_completions_and_stopped_by_close() -> None:
+    seen: list[set[int]] = [set(), set()]
+    run = [0]
+
+    def sub(prompt: str) -> str:
+        seen[run[0]].add(threading.get_ident())
+        time.sleep(0.05)  # all four overlap, so each needs its own thread
+        return "ok"
+
+    code = "rs = llm_query_batched(['a', 'b', 'c', 'd'])\nanswer.update(content='done', ready=True)"
+    rlm = RLM(
+        backend="scripted",
+        backend_kwargs={"responses": Script([repl(code)], sub=sub)},
+        max_concurrent_subcalls=4,
+    )
+    assert rlm.completion("c").response == "done"
+    run[0] = 1
+    assert rlm.completion("c").response == "done"
+    assert len(seen[0]) == 4
+    assert seen[1] == seen[0]  # the second completion found the first one's threads
+    assert threading.get_ident() not in seen[0]
+    rlm.close()
+    deadline = time.monotonic() + 10
+    while seen[0] & {t.ident for t in threading.enumerate()}:
+        assert time.monotonic() < deadline, "close() left worker threads running"
+        time.sleep(0.02)
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_run_cancels_the_sub_calls_it_has_not_started() -> None:
+    started: list[str] = []
+
+    def sub(prompt: str) -> str:
+        started.append(prompt)
+        time.sleep(1.0)
+        return "late"
+
+    code = (
+        "import os, threading\n"
+        "threading.Timer(0.3, lambda: os._exit(3)).start()\n"
+        "rs = llm_query_batched(['a', 'b', 'c', 'd', 'e', 'f'])"
+    )
+    rlm = RLM(
+        backend="scripted",
+        backend_kwargs={"responses": Script([repl(code)], sub=sub)},
+        environment="subprocess",
+        max_concurrent_subcalls=1,
+    )
+    with pytest.raises(SandboxCrashedError):
+        rlm.completion("c")
+    time.sleep(3.0)  # time for three more sub-calls, had they not been cancelled
+    assert started == ["a"]
+    rlm.close()
