@@ -481,6 +481,33 @@ def test_agents_are_forked_from_a_fork_server_unless_prewarm_is_off() -> None:
 
 
 @pytest.mark.timeout(60)
+def test_forked_agents_get_the_hosts_environment_of_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    show = "import os, sys\nprint(os.environ.get('RLM_TEST_VALUE'), sys.flags.hash_randomization)"
+    monkeypatch.setenv("RLM_TEST_VALUE", "before")
+    first = start(env={"RLM_TEST_CONFIGURATION": "env-1"})  # distinct settings: no spare
+    try:
+        assert first.execute(show).stdout.split() == ["before", "1"]
+        server = parent_of(pid_of(first))
+    finally:
+        first.close()
+    monkeypatch.setenv("RLM_TEST_VALUE", "after")
+    second = start(env={"RLM_TEST_CONFIGURATION": "env-2"})
+    try:
+        assert second.execute(show).stdout.split() == ["after", "1"]
+        assert parent_of(pid_of(second)) == server  # a variable read later: same server
+    finally:
+        second.close()
+    # A variable the interpreter reads as it starts needs a fork server started with it.
+    third = start(env={"PYTHONHASHSEED": "0"})
+    try:
+        assert third.execute(show).stdout.split() == ["after", "0"]
+        other = parent_of(pid_of(third))
+        assert other != server and is_fork_server(other)
+    finally:
+        third.close()
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("code", "status"), [("import os; os._exit(7)", 7), ("import os; os.kill(os.getpid(), 9)", -9)]
 )

@@ -3,9 +3,10 @@
 ``python -m rlm_core.agent --fork-server FD`` loads gRPC, protobuf and the agent (about
 100 ms of imports) once, starts no thread, and then serves requests on the Unix
 ``SOCK_SEQPACKET`` socket ``FD``. Each request is one message: JSON
-``{"argv": [...], "cwd": DIR}`` with three file descriptors attached (the new agent's
-stdin, stdout and stderr). The server forks; the child becomes a session leader, takes
-those descriptors as 0, 1 and 2, moves to ``cwd`` and runs ``rlm_core.agent`` with
+``{"argv": [...], "cwd": DIR, "env": {...}}`` with three file descriptors attached (the
+new agent's stdin, stdout and stderr). The server forks; the child becomes a session
+leader, takes those descriptors as 0, 1 and 2, moves to ``cwd``, takes ``env`` as its
+environment and runs ``rlm_core.agent`` with
 ``argv`` plus ``--die-with-parent`` (this server), exactly as a freshly started agent
 would. The server answers ``{"pid": N}`` (or ``{"error": ...}``), and reports each
 child's end as ``{"exited": N, "code": C}`` (``C`` as ``subprocess``'s ``returncode``:
@@ -25,8 +26,8 @@ import socket
 import sys
 from typing import Any
 
-MAX_MESSAGE = 64 * 1024
-"""Largest control message (the arguments of one agent)."""
+MAX_MESSAGE = 1024 * 1024
+"""Largest control message (the arguments and environment of one agent)."""
 
 
 def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -55,6 +56,9 @@ def _run_child(
             if fd > 2:
                 os.close(fd)
         os.chdir(request["cwd"])
+        if "env" in request:  # the host's environment now, not when this server started
+            os.environ.clear()
+            os.environ.update(request["env"])
         from rlm_core.agent import main
 
         argv = [*request["argv"], "--die-with-parent", str(os.getppid())]

@@ -27,6 +27,18 @@ UNKNOWN_EXIT = -int(signal.SIGKILL)
 """Return code given to a forked agent whose fork server died before reporting its end."""
 
 
+STARTUP_PREFIXES = ("PYTHON", "LD_", "MALLOC_", "GLIBC_", "LC_")
+STARTUP_NAMES = frozenset({"LANG", "TZ", "HOME"})
+
+
+def startup_environment(env: dict[str, str]) -> dict[str, str]:
+    """The variables of ``env`` an interpreter reads as it starts (``PYTHONPATH``, locale,
+    ``LD_*``, malloc settings, ``HOME`` for the user site directory): agents forked from one
+    fork server share them, so they choose the fork server. The rest is set in each forked
+    agent."""
+    return {k: v for k, v in env.items() if k.startswith(STARTUP_PREFIXES) or k in STARTUP_NAMES}
+
+
 class ForkServerError(RuntimeError):
     """The fork server could not start an agent (the caller starts one the usual way)."""
 
@@ -75,6 +87,9 @@ class ForkServer:
 
     def __init__(self, python: str, env: dict[str, str], cwd: str) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (ours, theirs):  # room for a request carrying a large environment
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * MAX_MESSAGE)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * MAX_MESSAGE)
         try:
             command = [python, "-m", "rlm_core.agent", "--fork-server", str(theirs.fileno())]
             self.process = subprocess.Popen(
@@ -115,8 +130,12 @@ class ForkServer:
         with self._children_lock:
             return bool(self._children)
 
-    def spawn(self, argv: list[str], cwd: str, timeout: float) -> ForkedProcess:
-        """Fork an agent running ``python -m rlm_core.agent *argv`` in ``cwd``."""
+    def spawn(
+        self, argv: list[str], cwd: str, env: dict[str, str], timeout: float
+    ) -> ForkedProcess:
+        """Fork an agent running ``python -m rlm_core.agent *argv`` in ``cwd`` with the
+        environment ``env`` (its variables read at interpreter start-up must be the fork
+        server's: see :func:`startup_environment`)."""
         pipes = [os.pipe() for _ in range(3)]
         theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
         ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
@@ -124,7 +143,7 @@ class ForkServer:
             with self._lock:
                 if not self.alive:
                     raise ForkServerError(f"the fork server is gone: {self.diagnostics()}")
-                send(self._control, {"argv": argv, "cwd": cwd}, theirs)
+                send(self._control, {"argv": argv, "cwd": cwd, "env": env}, theirs)
                 try:
                     reply = self._replies.get(timeout=timeout)
                 except queue.Empty:

@@ -29,7 +29,12 @@ from typing import Any
 from rlm_core.bridge.auth import make_tls_material, new_token
 from rlm_core.bridge.client import Endpoint
 from rlm_core.environments.agent import AgentEnvironment, AgentSecrets, Launcher
-from rlm_core.environments.forkserver import ForkedProcess, ForkServer, ForkServerError
+from rlm_core.environments.forkserver import (
+    ForkedProcess,
+    ForkServer,
+    ForkServerError,
+    startup_environment,
+)
 from rlm_core.exceptions import SandboxError
 
 log = logging.getLogger(__name__)
@@ -52,7 +57,7 @@ def _without_parent(arguments: list[str]) -> list[str]:
 
 
 class _ForkServers:
-    """The fork servers of this host, one per interpreter and environment. Beyond
+    """The fork servers of this host, one per interpreter and start-up environment. Beyond
     :attr:`LIMIT`, the least recently used ones with no agent running are stopped."""
 
     LIMIT = 4
@@ -64,8 +69,9 @@ class _ForkServers:
         self._cwd = tempfile.gettempdir()
 
     def get(self, python: str, env: dict[str, str]) -> ForkServer:
-        """The live fork server for ``python`` and ``env``, started if need be."""
-        key = (python, tuple(sorted(env.items())))
+        """The live fork server for ``python`` and the start-up variables of ``env``, started
+        (with ``env``) if need be."""
+        key = (python, tuple(sorted(startup_environment(env).items())))
         retired: list[ForkServer] = []
         with self._lock:
             server = self._servers.get(key)
@@ -181,7 +187,7 @@ class AgentProcess:
             server: ForkServer | None = None
             try:
                 server = _fork_servers.get(self.config.python, env)
-                return server.spawn(arguments, self.dir, timeout)
+                return server.spawn(arguments, self.dir, env, timeout)
             except (ForkServerError, OSError) as exc:
                 log.debug("forking an agent failed, starting one instead: %s", exc)
                 if server is not None:
