@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Any, TypeVar
 
 from rlm_core.backends.base import Backend, to_messages
@@ -175,12 +177,14 @@ class _Run:
                 self._queued.difference_update(futures)
 
     def close(self, wait: bool = True) -> None:
-        """End the run; unless ``wait``, cancel its sub-calls that have not started."""
-        if not wait:
-            with self._queued_lock:
-                queued = list(self._queued)
-            for future in queued:
-                future.cancel()
+        """End the run: cancel its sub-calls that have not started (a cell that timed out
+        may have left some queued) and, if ``wait``, wait for those running."""
+        with self._queued_lock:
+            queued = list(self._queued)
+        for future in queued:
+            future.cancel()
+        if wait:
+            futures_wait(queued)
 
     def _notify(self, kind: str, prompt: Any, model: str | None, result: RLMChatCompletion) -> None:
         with host_output():
@@ -411,6 +415,7 @@ class RLM:
         self._lock = threading.Lock()
         self._run_lock = threading.RLock()
         self._threads: ThreadPoolExecutor | None = None
+        self._threads_pid = 0  # the process they run in: none of them survives a fork
 
         if self.logger is not None or verbose:
             metadata = RLMMetadata(
@@ -452,11 +457,12 @@ class RLM:
         across its completions (they run one at a time) until :meth:`close`; a child RLM
         has its own."""
         with self._lock:
-            if self._threads is None:
+            if self._threads is None or self._threads_pid != os.getpid():
                 self._threads = ThreadPoolExecutor(
                     max_workers=max(1, self.max_concurrent_subcalls),
                     thread_name_prefix=f"rlm-subcall-d{self.depth}",
                 )
+                self._threads_pid = os.getpid()
             return self._threads
 
     def _spawn_child(self, model: str | None, ledger: UsageLedger, backends: _Backends) -> RLM:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -364,8 +368,6 @@ def test_rlm_query_with_a_model_uses_the_backend_serving_that_model() -> None:
 
 
 def test_ctrl_c_does_not_wait_for_sub_calls_in_flight() -> None:
-    import _thread
-
     finished: list[str] = []
     started = threading.Event()
 
@@ -380,7 +382,8 @@ def test_ctrl_c_does_not_wait_for_sub_calls_in_flight() -> None:
 
     def interrupt() -> None:
         started.wait(10)
-        _thread.interrupt_main()
+        # A real SIGINT, as Ctrl+C: interrupt_main() would not wake a blocked wait.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()
     from rlm_core import CancellationError
@@ -446,3 +449,72 @@ def test_a_failed_run_cancels_the_sub_calls_it_has_not_started() -> None:
     time.sleep(3.0)  # time for three more sub-calls, had they not been cancelled
     assert started == ["a"]
     rlm.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_finished_run_cancels_the_sub_calls_a_timed_out_cell_left_queued() -> None:
+    started: list[str] = []
+
+    def sub(prompt: str) -> str:
+        started.append(prompt)
+        time.sleep(1.0)
+        return "late"
+
+    code = "rs = llm_query_batched(['a', 'b', 'c', 'd', 'e', 'f'])"
+    rlm = RLM(
+        backend="scripted",
+        backend_kwargs={"responses": Script([repl(code), finish("done")], sub=sub)},
+        environment="subprocess",
+        environment_kwargs={"cell_timeout": 0.5},
+        max_concurrent_subcalls=1,
+    )
+    try:
+        assert rlm.completion("c").response == "done"  # the cell timed out inside the batch
+        time.sleep(3.0)  # time for three more sub-calls, had they not been cancelled
+        assert started == ["a"]
+    finally:
+        rlm.close()
+
+
+USED_BEFORE_A_FORK = """
+import os, signal, sys, time
+from scripts import Script, repl
+from rlm_core import RLM
+
+def sub(prompt):
+    time.sleep(0.2)  # the two overlap: each gets a worker thread, idle once done
+    return "ok"
+
+code = "rs = llm_query_batched(['a', 'b'])\\nanswer.update(content=','.join(rs), ready=True)"
+rlm = RLM(backend="scripted", backend_kwargs={"responses": Script([repl(code)], sub=sub)})
+print("parent", rlm.completion("c").response, flush=True)
+pid = os.fork()
+if pid == 0:  # the worker threads did not survive the fork
+    signal.alarm(30)  # a hung child ends instead of outliving the test
+    print("child", rlm.completion("c").response, flush=True)
+    os._exit(0)
+print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_an_rlm_used_before_a_fork_serves_batched_sub_calls_in_the_child() -> None:
+    tests = os.path.dirname(os.path.abspath(__file__))
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (tests, os.path.dirname(tests), environ.get("PYTHONPATH")) if p
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", USED_BEFORE_A_FORK],
+            capture_output=True,
+            text=True,
+            env=environ,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the forked child hung on its batched sub-calls: {exc.stdout!r}")
+    assert result.stdout.splitlines() == ["parent ok,ok", "child ok,ok", "child exit 0"], (
+        result.stderr
+    )

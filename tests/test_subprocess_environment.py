@@ -562,6 +562,241 @@ def test_agents_start_the_usual_way_when_the_fork_server_fails(
         env.close()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("prewarm", [True, False], ids=["forked", "fresh"])
+def test_an_agent_ending_its_session_runs_exit_handlers(prewarm: bool, tmp_path: Path) -> None:
+    from rlm_core._proto.rlm.v1 import agent_pb2 as pb
+
+    marker = tmp_path / "exit-handler-ran"
+    env = start(prewarm=prewarm, env={"RLM_TEST_CONFIGURATION": "exit-handlers"})
+    try:
+        pid = pid_of(env)
+        assert is_fork_server(parent_of(pid)) == prewarm
+        env.execute(f"import atexit\natexit.register(open, {str(marker)!r}, 'w')")
+        client = env._client
+        assert client is not None
+        client.stub.Close(pb.CloseRequest(), metadata=client.metadata, timeout=10)
+        assert wait_gone(pid, 20.0)
+        assert marker.exists()  # the interpreter's own exit ran, as for a fresh agent
+        assert env.launcher is not None and env.launcher.exit_status(wait=10.0) == 0
+    finally:
+        env.close()
+
+
+SHOW_PATH_AND_DESCRIPTORS = textwrap.dedent(
+    """
+    import os, sys
+    kinds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # the listing's own descriptor
+            continue
+        if int(name) > 2 and (target.startswith("pipe:") or "eventpoll" in target):
+            kinds.append(target.split(":")[0] + ("-epoll" if "eventpoll" in target else ""))
+    print(sys.path[0] == os.getcwd(), sorted(kinds))
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_agent_has_the_path_and_descriptors_of_a_fresh_one() -> None:
+    forked = start(env={"RLM_TEST_CONFIGURATION": "path-and-descriptors"})
+    fresh = start(prewarm=False)
+    try:
+        server = parent_of(pid_of(forked))
+        assert is_fork_server(server)
+        # ``python -m`` puts the working directory first on sys.path: the fork server's
+        # must be private (not /tmp, where anyone can plant modules), and a forked agent
+        # imports from its own directory first, as a fresh one does.
+        server_dir = os.readlink(f"/proc/{server}/cwd")
+        assert os.stat(server_dir).st_mode & 0o077 == 0, server_dir
+        own_dir = forked.launcher.shared_dir() if forked.launcher is not None else None
+        assert own_dir is not None
+        shown_path = forked.execute("import sys; print(sys.path[0])").stdout.strip()
+        assert shown_path == os.path.realpath(own_dir)
+        # No descriptor of the fork server's (its wake-up pipe, its selector) stays open.
+        shown = forked.execute(SHOW_PATH_AND_DESCRIPTORS).stdout
+        assert shown == fresh.execute(SHOW_PATH_AND_DESCRIPTORS).stdout
+        assert shown.startswith("True ")
+    finally:
+        forked.close()
+        fresh.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_server_that_missed_a_reply_is_not_asked_again(tmp_path: Path) -> None:
+    from rlm_core.environments.forkserver import ForkServer, ForkServerError
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    environ = child_env()
+    server = ForkServer(sys.executable, environ, str(tmp_path))
+    try:
+        os.kill(server.process.pid, signal.SIGSTOP)  # too slow to answer in time
+        with pytest.raises(ForkServerError):
+            server.spawn(["--secrets-stdin"], str(first), environ, timeout=0.5)
+        os.kill(server.process.pid, signal.SIGCONT)  # it forks the first agent after all
+        try:
+            agent = server.spawn(["--secrets-stdin"], str(second), environ, timeout=30)
+        except ForkServerError:
+            return  # refused: the late answer to the first request cannot be misread
+        try:
+            # Not the first request's child, whose answer came late.
+            assert os.readlink(f"/proc/{agent.pid}/cwd") == str(second)
+        finally:
+            agent.kill()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_late_answer_to_an_interrupted_spawn_is_not_taken_for_the_next(
+    tmp_path: Path,
+) -> None:
+    from rlm_core.environments.forkserver import ForkServer
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    environ = child_env()
+    server = ForkServer(sys.executable, environ, str(tmp_path))
+    try:
+        os.kill(server.process.pid, signal.SIGSTOP)  # it answers late
+        ctrl_c = threading.Timer(
+            0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+        )
+        ctrl_c.start()
+        with pytest.raises(KeyboardInterrupt):  # Ctrl+C while an environment starts
+            server.spawn(["--secrets-stdin"], str(first), environ, timeout=30)
+        ctrl_c.join()
+        os.kill(server.process.pid, signal.SIGCONT)  # it forks the first agent after all
+        agent = server.spawn(["--secrets-stdin"], str(second), environ, timeout=30)
+        try:
+            deadline = time.monotonic() + 20
+            server_dir = os.readlink(f"/proc/{server.process.pid}/cwd")
+            cwd: str | None = server_dir
+            while cwd == server_dir and time.monotonic() < deadline:  # until it moves
+                time.sleep(0.02)
+                try:
+                    cwd = os.readlink(f"/proc/{agent.pid}/cwd")
+                except OSError:
+                    cwd = None  # gone: the first request's child, whose stdin was closed
+            assert cwd == str(second)
+        finally:
+            agent.kill()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_whose_fork_server_dies_as_it_answers_still_gets_an_exit_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlm_core.environments import forkserver
+
+    environ = child_env()
+    server = forkserver.ForkServer(sys.executable, environ, str(tmp_path))
+
+    class DiesAsItAnswers(forkserver.ForkedProcess):
+        def __init__(self, *args: Any) -> None:
+            # The server dies after its answer, before spawn() has recorded the agent.
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+            time.sleep(1.0)  # its end is noticed meanwhile
+            super().__init__(*args)
+
+    monkeypatch.setattr(forkserver, "ForkedProcess", DiesAsItAnswers)
+    try:
+        agent = server.spawn(["--secrets-stdin"], str(tmp_path), environ, timeout=30)
+        try:
+            assert agent.wait(timeout=20) == forkserver.UNKNOWN_EXIT
+        finally:
+            agent.kill()
+    finally:
+        server.stop()
+
+
+DIES_AFTER_FORKING = textwrap.dedent(
+    """
+    import os, signal, sys, time
+
+    if "--fork-server" in sys.argv:
+        fork = os.fork
+
+        def fork_then_die():
+            pid = fork()
+            if pid:  # the agent is forked and arms its parent-death signal; no answer comes
+                time.sleep(0.5)
+                os.kill(os.getpid(), signal.SIGKILL)
+            return pid
+
+        os.fork = fork_then_die
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_starts_the_usual_way_when_the_fork_server_dies_after_forking(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(DIES_AFTER_FORKING)
+    path = os.pathsep.join([str(tmp_path), PACKAGE_ROOT])
+    env = SubprocessEnvironment(env={"PYTHONPATH": path})
+    try:
+        # The orphaned forked agent removes its directory as it dies: the agent started
+        # instead must not be given that directory.
+        env.start(Session(subcalls=EchoHandler()))
+        assert parent_of(pid_of(env)) == os.getpid()
+        assert env.execute("print('ok')").stdout == "ok\n"
+    finally:
+        env.close()
+
+
+FAILS_ITS_SECOND_FORK = textwrap.dedent(
+    """
+    import errno, os, sys
+
+    if "--fork-server" in sys.argv:
+        fork, calls = os.fork, []
+
+        def fork_but_the_second_time():
+            calls.append(1)
+            if len(calls) == 2:  # as under a process limit: the server answers an error
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            return fork()
+
+        os.fork = fork_but_the_second_time
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_that_fails_leaves_the_other_forked_agents_running(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(FAILS_ITS_SECOND_FORK)
+    config: dict[str, Any] = {
+        "env": {"PYTHONPATH": os.pathsep.join([str(tmp_path), PACKAGE_ROOT])},
+        "startup_timeout": 20,
+    }
+    first = start(**config)
+    try:
+        server = parent_of(pid_of(first))
+        assert is_fork_server(server)
+        # The spare started next fails to fork and is started the usual way; the second
+        # environment waits for it and claims it.
+        second = start(**config)
+        try:
+            assert parent_of(pid_of(second)) == os.getpid()
+            assert second.execute("print('ok')").stdout == "ok\n"
+        finally:
+            second.close()
+        assert not gone(server)  # the fork server was fine: it answered
+        assert first.execute("print('still here')").stdout == "still here\n"
+    finally:
+        first.close()
+
+
 FORKED_HOST_SCRIPT = textwrap.dedent(
     """
     import os, sys

@@ -3,15 +3,15 @@
 ``python -m rlm_core.agent --fork-server FD`` loads gRPC, protobuf and the agent (about
 100 ms of imports) once, starts no thread, and then serves requests on the Unix
 ``SOCK_SEQPACKET`` socket ``FD``. Each request is one message: JSON
-``{"argv": [...], "cwd": DIR, "env": {...}}`` with three file descriptors attached (the
-new agent's stdin, stdout and stderr). The server forks; the child becomes a session
-leader, takes those descriptors as 0, 1 and 2, moves to ``cwd``, takes ``env`` as its
-environment and runs ``rlm_core.agent`` with
+``{"id": I, "argv": [...], "cwd": DIR, "env": {...}}`` with three file descriptors
+attached (the new agent's stdin, stdout and stderr). The server forks; the child becomes a
+session leader, takes those descriptors as 0, 1 and 2, moves to ``cwd``, takes ``env`` as
+its environment and runs ``rlm_core.agent`` with
 ``argv`` plus ``--die-with-parent`` (this server), exactly as a freshly started agent
-would. The server answers ``{"pid": N}`` (or ``{"error": ...}``), and reports each
-child's end as ``{"exited": N, "code": C}`` (``C`` as ``subprocess``'s ``returncode``:
-negative for a signal). It exits when the socket closes; its children then get their
-parent-death signal.
+would. The server answers ``{"id": I, "pid": N}`` (or ``{"id": I, "error": ...}``), and
+reports each child's end as ``{"exited": N, "code": C}`` (``C`` as ``subprocess``'s
+``returncode``: negative for a signal). It exits when the socket closes; its children then
+get their parent-death signal.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import selectors
 import signal
 import socket
 import sys
-from typing import Any
+import traceback
+from typing import Any, NoReturn
 
 MAX_MESSAGE = 1024 * 1024
 """Largest control message (the arguments and environment of one agent)."""
@@ -40,41 +41,55 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
 
 
 def _run_child(
-    control: socket.socket, wakeup: int, request: dict[str, Any], fds: list[int]
-) -> None:
-    """In the forked child: become the requested agent, never return to the server loop."""
-    code = 1
+    control: socket.socket,
+    selector: selectors.BaseSelector,
+    pipe: tuple[int, int],
+    request: dict[str, Any],
+    fds: list[int],
+) -> NoReturn:
+    """In the forked child: become the requested agent, never return to the server loop.
+
+    The agent's end unwinds to the interpreter's own exit (``SystemExit``), so exit
+    handlers, buffered files and non-daemon threads are dealt with as in a fresh agent.
+    """
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the server's: it removes its dir
+        selector.close()  # none of the server's descriptors stays open in the agent
         control.close()
-        os.close(wakeup)
+        for fd in pipe:
+            os.close(fd)
         os.setsid()
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         for fd in fds:
             if fd > 2:
                 os.close(fd)
+        server_dir = os.getcwd()
         os.chdir(request["cwd"])
+        if sys.path and sys.path[0] == server_dir:  # ``-m`` put it first: now the agent's
+            sys.path[0] = os.getcwd()
         if "env" in request:  # the host's environment now, not when this server started
             os.environ.clear()
             os.environ.update(request["env"])
-        from rlm_core.agent import main
-
         argv = [*request["argv"], "--die-with-parent", str(os.getppid())]
         sys.argv[1:] = argv  # as a freshly started agent sees it
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        import traceback
-
+    except BaseException:  # nothing of the agent ran: report and leave at once
         traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(1)
+    from rlm_core.agent import main
+
+    try:
+        code = main(argv)
+    except SystemExit:
+        raise
+    except BaseException:  # what the interpreter would print for a fresh agent
+        traceback.print_exc()
+        code = 1
+    raise SystemExit(code)
 
 
 def serve_forks(control_fd: int) -> int:
@@ -102,7 +117,7 @@ def serve_forks(control_fd: int) -> int:
                 if not data:
                     return 0  # the host is gone
                 try:
-                    _fork(control, wakeup, data, fds)
+                    _fork(control, selector, (read_end, wakeup), data, fds)
                 except OSError:
                     return 0
             else:
@@ -118,9 +133,17 @@ def serve_forks(control_fd: int) -> int:
                     return 0
 
 
-def _fork(control: socket.socket, wakeup: int, data: bytes, fds: list[int]) -> None:
+def _fork(
+    control: socket.socket,
+    selector: selectors.BaseSelector,
+    pipe: tuple[int, int],
+    data: bytes,
+    fds: list[int],
+) -> None:
+    request_id = None
     try:
         request = json.loads(data)
+        request_id = request.get("id")  # echoed: the host skips answers it gave up on
         if len(fds) != 3:
             raise ValueError(f"expected 3 file descriptors, got {len(fds)}")
         for stream in (sys.stdout, sys.stderr):
@@ -129,13 +152,13 @@ def _fork(control: socket.socket, wakeup: int, data: bytes, fds: list[int]) -> N
     except Exception as exc:
         for fd in fds:
             os.close(fd)
-        send(control, {"error": f"{type(exc).__name__}: {exc}"})
+        send(control, {"id": request_id, "error": f"{type(exc).__name__}: {exc}"})
         return
     if pid == 0:
-        _run_child(control, wakeup, request, fds)
+        _run_child(control, selector, pipe, request, fds)
     for fd in fds:
         os.close(fd)
-    send(control, {"pid": pid})
+    send(control, {"id": request_id, "pid": pid})
 
 
 def _reap(control: socket.socket) -> None:

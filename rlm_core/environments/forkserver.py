@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from typing import IO, Any
 
@@ -86,6 +89,10 @@ class ForkServer:
     """
 
     def __init__(self, python: str, env: dict[str, str], cwd: str) -> None:
+        # It runs in a private directory made under ``cwd``: ``python -m`` puts the working
+        # directory first on ``sys.path``, so a shared one (``/tmp``) would let anyone plant
+        # modules for it. It removes the directory when its parent-death signal ends it.
+        self.dir = tempfile.mkdtemp(prefix="rlm-forkserver-", dir=cwd)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for end in (ours, theirs):  # room for a request carrying a large environment
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * MAX_MESSAGE)
@@ -93,27 +100,30 @@ class ForkServer:
         try:
             command = [python, "-m", "rlm_core.agent", "--fork-server", str(theirs.fileno())]
             self.process = subprocess.Popen(
-                [*command, "--die-with-parent", str(os.getpid())],
+                [*command, "--die-with-parent", str(os.getpid()), "--shared-dir", self.dir],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
                 env=env,
-                cwd=cwd,
+                cwd=self.dir,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,
             )
         except BaseException:
             ours.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
             raise
         finally:
             theirs.close()
         self._control = ours
         self._lock = threading.Lock()  # one spawn request at a time
+        self._request_ids = itertools.count(1)
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self._children: dict[int, ForkedProcess] = {}
         self._early_exits: dict[int, int] = {}
         self._children_lock = threading.Lock()
+        self._gone = False  # its end was noticed: no exit will be reported any more
         self._alive = True
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         threading.Thread(target=self._read, name="rlm-forkserver-reader", daemon=True).start()
@@ -143,11 +153,19 @@ class ForkServer:
             with self._lock:
                 if not self.alive:
                     raise ForkServerError(f"the fork server is gone: {self.diagnostics()}")
-                send(self._control, {"argv": argv, "cwd": cwd, "env": env}, theirs)
-                try:
-                    reply = self._replies.get(timeout=timeout)
-                except queue.Empty:
-                    raise ForkServerError("the fork server did not answer") from None
+                request_id = next(self._request_ids)
+                request = {"id": request_id, "argv": argv, "cwd": cwd, "env": env}
+                send(self._control, request, theirs)
+                while True:
+                    try:
+                        reply = self._replies.get(timeout=timeout)
+                    except queue.Empty:
+                        self._alive = False  # the caller stops it
+                        raise ForkServerError("the fork server did not answer") from None
+                    # Skip a late answer to a request given up on (interrupted): its agent
+                    # ends by itself, its pipes being closed. No id: the server is gone.
+                    if reply.get("id") in (request_id, None):
+                        break
         except BaseException:
             for fd in ours:
                 os.close(fd)
@@ -167,6 +185,9 @@ class ForkServer:
         )
         with self._children_lock:
             early = self._early_exits.pop(child.pid, None)
+            if early is None and self._gone:  # it died as it answered: as in _read
+                child.kill()
+                early = UNKNOWN_EXIT
             if early is None:
                 self._children[child.pid] = child
         if early is not None:
@@ -187,6 +208,7 @@ class ForkServer:
             self.process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5.0)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- background threads ------------------------------------------------------------
 
@@ -206,6 +228,7 @@ class ForkServer:
         self._alive = False
         self._replies.put({"error": f"the fork server is gone: {self.diagnostics()}"})
         with self._children_lock:
+            self._gone = True
             orphans, self._children = list(self._children.values()), {}
         for child in orphans:  # their parent-death signal ends them; the status is lost
             child.kill()

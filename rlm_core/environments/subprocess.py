@@ -171,7 +171,7 @@ class AgentProcess:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
         self.endpoint = Endpoint(
-            target=f"unix:{socket_path}",
+            target=f"unix:{os.path.join(self.dir, 'agent.sock')}",  # _spawn may move it
             token=secrets.token,
             server_certificate=secrets.tls.certificate if secrets.tls else None,
         )
@@ -190,8 +190,12 @@ class AgentProcess:
                 return server.spawn(arguments, self.dir, env, timeout)
             except (ForkServerError, OSError) as exc:
                 log.debug("forking an agent failed, starting one instead: %s", exc)
-                if server is not None:
-                    _fork_servers.discard(server)
+                if server is not None and not server.alive:  # one that answered is kept:
+                    _fork_servers.discard(server)  # stopping it would end its agents
+                    # An agent it forked before failing removes this directory as it dies.
+                    old, self.dir = self.dir, tempfile.mkdtemp(prefix="rlm-agent-")
+                    shutil.rmtree(old, ignore_errors=True)
+                    command = [arg.replace(old, self.dir) for arg in command]
         return _spawner.submit(
             subprocess.Popen,
             command,
