@@ -357,6 +357,33 @@ def measure_cell_overhead(
         emit("cell", "s", values, variant=args.variant, context=label, size_mib=args.size_mib)
 
 
+def e2e_workload(
+    make_rlm: Callable[..., Any], close: Callable[[Any], None]
+) -> Callable[[argparse.Namespace], None]:
+    """Workload 5 for one system: whole completions of 20 turns of 5 sub-calls each, a new
+    RLM every time, given that system's ``make_rlm`` and ``close``."""
+
+    def w_e2e(args: argparse.Namespace) -> None:
+        turns = 20
+        cells = [cell_subcalls(5)] * (turns - 1) + [cell_subcalls(5) + CELL_ANSWER]
+        context = make_text(100 * 1024)
+        times: list[float] = []
+        for i in range(args.reps + 1):
+            start = time.perf_counter()
+            rlm = make_rlm(cells, args.variant)
+            result = rlm.completion(context, root_prompt=ROOT_MARKER + "e2e")
+            elapsed = time.perf_counter() - start
+            close(rlm)
+            calls = result.usage_summary.model_usage_summaries["standin"].total_calls
+            if result.response != "done" or calls != turns + 5 * turns:
+                raise RuntimeError(f"unexpected run: {result.response[:500]!r}, {calls} calls")
+            if i:  # the first run is a warm-up
+                times.append(elapsed)
+        emit("e2e", "s", times, variant=args.variant)
+
+    return w_e2e
+
+
 def batched_workload(
     make_rlm: Callable[..., Any],
     run_cell: Callable[[Any, str], Any],

@@ -28,10 +28,9 @@ from _common import (
     Script,
     batched_workload,
     cell_sequential_calls,
-    cell_subcalls,
+    e2e_workload,
     emit,
     fanout_workload,
-    make_text,
     measure_cell_overhead,
     measure_context_load,
     run_cell,
@@ -230,26 +229,6 @@ def w_cell(args: argparse.Namespace) -> None:
         env.close()
 
 
-def w_e2e(args: argparse.Namespace) -> None:
-    """Whole completions: 20 turns of 5 sub-calls each, a new RLM every time."""
-    turns = 20
-    cells = [cell_subcalls(5)] * (turns - 1) + [cell_subcalls(5) + CELL_ANSWER]
-    context = make_text(100 * 1024)
-    times: list[float] = []
-    for i in range(args.reps + 1):
-        start = time.perf_counter()
-        rlm = make_rlm(cells, args.variant)
-        result = rlm.completion(context, root_prompt=ROOT_MARKER + "e2e")
-        elapsed = time.perf_counter() - start
-        rlm.close()
-        calls = result.usage_summary.model_usage_summaries["standin"].total_calls
-        if result.response != "done" or calls != turns + 5 * turns:
-            raise RuntimeError(f"unexpected run: {result.response[:500]!r}, {calls} calls")
-        if i:  # the first run is a warm-up
-            times.append(elapsed)
-    emit("e2e", "s", times, variant=args.variant)
-
-
 def w_bridge(args: argparse.Namespace) -> None:
     """Sequential ``llm_query`` round trips through the bridge (same cell as ``subcall``)."""
     warmup = max(20, args.reps // 20)
@@ -304,6 +283,7 @@ def w_fixed(args: argparse.Namespace) -> None:
         emit("fixed", "s", values, variant=args.variant, mode=mode)
 
 
+w_e2e = e2e_workload(make_rlm, RLM.close)
 w_batched = batched_workload(make_rlm, run_cell, RLM.close)
 w_fanout = fanout_workload(make_rlm, run_cell_answer)
 

@@ -16,7 +16,6 @@ import argparse
 import functools
 import sys
 import threading
-import time
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -29,10 +28,9 @@ from _common import (
     Script,
     batched_workload,
     cell_sequential_calls,
-    cell_subcalls,
+    e2e_workload,
     emit,
     fanout_workload,
-    make_text,
     measure_cell_overhead,
     measure_context_load,
     run_cell,
@@ -179,26 +177,6 @@ def w_cell(args: argparse.Namespace) -> None:
         env.cleanup()
 
 
-def w_e2e(args: argparse.Namespace) -> None:
-    """Whole completions: 20 turns of 5 sub-calls each, a new RLM every time."""
-    turns = 20
-    cells = [cell_subcalls(5)] * (turns - 1) + [cell_subcalls(5) + CELL_ANSWER]
-    context = make_text(100 * 1024)
-    times: list[float] = []
-    for i in range(args.reps + 1):
-        start = time.perf_counter()
-        rlm_ = make_rlm(cells, args.variant)
-        result = rlm_.completion(context, root_prompt=ROOT_MARKER + "e2e")
-        elapsed = time.perf_counter() - start
-        close(rlm_)
-        calls = result.usage_summary.model_usage_summaries["standin"].total_calls
-        if result.response != "done" or calls != turns + 5 * turns:
-            raise RuntimeError(f"unexpected run: {result.response[:500]!r}, {calls} calls")
-        if i:  # the first run is a warm-up
-            times.append(elapsed)
-    emit("e2e", "s", times, variant=args.variant)
-
-
 def w_bridge(args: argparse.Namespace) -> None:
     """rlms has no equivalent of a remote bridge without a cloud account."""
     raise SystemExit("rlms has no remote environment that runs without a cloud account")
@@ -238,6 +216,7 @@ def w_fixed(args: argparse.Namespace) -> None:
         emit("fixed", "s", values, variant=args.variant, mode=mode)
 
 
+w_e2e = e2e_workload(make_rlm, close)
 w_batched = batched_workload(make_rlm, run_cell, close)
 w_fanout = fanout_workload(make_rlm, run_cell_answer)
 
