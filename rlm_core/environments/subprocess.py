@@ -48,12 +48,11 @@ _READY_PREFIX = "RLM-AGENT-READY"
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-agent-spawner")
 
 
-def _without_parent(arguments: list[str]) -> list[str]:
-    """Agent arguments without ``--die-with-parent PID`` (a fork server adds its own)."""
-    if "--die-with-parent" not in arguments:
-        return list(arguments)
-    at = arguments.index("--die-with-parent")
-    return arguments[:at] + arguments[at + 2 :]
+def _private_dir() -> str:
+    """A new directory only this user can enter (the agent's socket and hand-over files)."""
+    path = tempfile.mkdtemp(prefix="rlm-agent-")
+    os.chmod(path, 0o700)
+    return path
 
 
 class _ForkServers:
@@ -144,61 +143,57 @@ class AgentProcess:
         self.config = config
         self.started = time.monotonic()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
-        self.dir = tempfile.mkdtemp(prefix="rlm-agent-")
-        os.chmod(self.dir, 0o700)
-        socket_path = os.path.join(self.dir, "agent.sock")
-        command = [
-            config.python,
-            "-m",
-            "rlm_core.agent",
-            "--listen",
-            f"unix:{socket_path}",
-            "--secrets-stdin",
-            "--heartbeat-timeout",
-            str(config.heartbeat_timeout),
-            "--die-with-parent",
-            str(os.getpid()),
-            "--shared-dir",
-            self.dir,
-        ]
-        if config.memory_limit_mb:
-            command += ["--memory-limit-mb", str(config.memory_limit_mb)]
+        self.dir = _private_dir()
         try:
-            self.process: subprocess.Popen[str] | ForkedProcess = self._spawn(
-                command, fork, ready_timeout
-            )
+            self.process: subprocess.Popen[str] | ForkedProcess = self._spawn(fork, ready_timeout)
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
         self.endpoint = Endpoint(
-            target=f"unix:{os.path.join(self.dir, 'agent.sock')}",  # _spawn may move it
+            target=f"unix:{self._socket_path()}",  # after _spawn, which may move the directory
             token=secrets.token,
             server_certificate=secrets.tls.certificate if secrets.tls else None,
         )
         self._secrets = secrets
         self._ready_timeout = ready_timeout
 
-    def _spawn(
-        self, command: list[str], fork: bool, timeout: float
-    ) -> subprocess.Popen[str] | ForkedProcess:
+    def _socket_path(self) -> str:
+        return os.path.join(self.dir, "agent.sock")
+
+    def _arguments(self) -> list[str]:
+        """The agent's arguments, for its private directory (without ``--die-with-parent``:
+        its parent adds that)."""
+        arguments = [
+            "--listen",
+            f"unix:{self._socket_path()}",
+            "--secrets-stdin",
+            "--heartbeat-timeout",
+            str(self.config.heartbeat_timeout),
+            "--shared-dir",
+            self.dir,
+        ]
+        if self.config.memory_limit_mb:
+            arguments += ["--memory-limit-mb", str(self.config.memory_limit_mb)]
+        return arguments
+
+    def _spawn(self, fork: bool, timeout: float) -> subprocess.Popen[str] | ForkedProcess:
         env = self._environment()
         if fork:
-            arguments = _without_parent(command[command.index("rlm_core.agent") + 1 :])
             server: ForkServer | None = None
             try:
                 server = _fork_servers.get(self.config.python, env)
-                return server.spawn(arguments, self.dir, env, timeout)
+                return server.spawn(self._arguments(), self.dir, env, timeout)
             except (ForkServerError, OSError) as exc:
                 log.debug("forking an agent failed, starting one instead: %s", exc)
                 if server is not None and not server.alive:  # one that answered is kept:
                     _fork_servers.discard(server)  # stopping it would end its agents
                     # An agent it forked before failing removes this directory as it dies.
-                    old, self.dir = self.dir, tempfile.mkdtemp(prefix="rlm-agent-")
+                    old, self.dir = self.dir, _private_dir()
                     shutil.rmtree(old, ignore_errors=True)
-                    command = [arg.replace(old, self.dir) for arg in command]
+        command = [self.config.python, "-m", "rlm_core.agent", *self._arguments()]
         return _spawner.submit(
             subprocess.Popen,
-            command,
+            [*command, "--die-with-parent", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
