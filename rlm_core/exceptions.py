@@ -108,6 +108,14 @@ class UnknownBackendError(PluginError):
     """No installed plugin provides the backend name that was asked for."""
 
 
+class ConfigurationError(RLMError, ValueError):
+    """A setting is unknown, of the wrong type or out of range (raised at construction)."""
+
+
+class ContextError(RLMError, ValueError):
+    """A context cannot be loaded into the sandbox as given (the message names which)."""
+
+
 class BackendError(RLMError):
     """An LM backend call failed for good (after retries)."""
 
@@ -146,3 +154,9 @@ class SandboxRestartedError(SandboxError):
 
 class ProtocolMismatchError(SandboxError):
     """Host and agent speak different versions of the bridge protocol."""
+
+
+class ForkedHostError(SandboxError):
+    """A sandbox was started in a process forked from one that had already used the
+    bridge: gRPC cannot be used safely after such a fork, so start worker processes with
+    ``multiprocessing``'s ``spawn`` or ``forkserver`` start method instead."""
