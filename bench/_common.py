@@ -245,6 +245,7 @@ WORKLOADS = (
     "e2e",
     "bridge",
     "fixed",
+    "fixed-openai",
     "fanout",
 )
 """Worker workload names (the driver's workload numbers map onto these)."""
@@ -471,3 +472,46 @@ def fanout_workload(
         )
 
     return w_fanout
+
+
+def fixed_openai_workload(
+    rlm_class: Callable[..., Any], close: Callable[[Any], None]
+) -> Callable[[argparse.Namespace], None]:
+    """Workload 7 over HTTP for one system: a one-turn completion whose root LM is that
+    system's own ``openai`` backend against ``--lm-url`` (a local server whose every reply is
+    :data:`CELL_ANSWER`), with a new RLM each call and with one RLM reused, given that
+    system's ``RLM`` class and ``close``."""
+
+    def w_fixed_openai(args: argparse.Namespace) -> None:
+        def new_rlm() -> Any:
+            return rlm_class(
+                backend="openai",
+                backend_kwargs={"base_url": args.lm_url, "api_key": "dummy", "model_name": "lm"},
+                environment="local",
+                max_iterations=3,
+            )
+
+        def one(rlm: Any) -> None:
+            result = rlm.completion("hello", root_prompt=ROOT_MARKER + "fixed-openai")
+            if result.response != "done":
+                raise RuntimeError(f"unexpected answer {result.response[:500]!r}")
+
+        def new_each() -> None:
+            rlm = new_rlm()
+            try:
+                one(rlm)
+            finally:
+                close(rlm)
+
+        new_each()  # warm-up (imports, the first connection)
+        values = [timed(new_each) for _ in range(args.reps)]
+        emit("fixed-openai", "s", values, variant=args.variant, mode="new")
+        rlm = new_rlm()
+        try:
+            one(rlm)
+            values = [timed(lambda: one(rlm)) for _ in range(args.reps)]
+        finally:
+            close(rlm)
+        emit("fixed-openai", "s", values, variant=args.variant, mode="reused")
+
+    return w_fixed_openai

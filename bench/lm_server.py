@@ -3,9 +3,10 @@
 It listens on 127.0.0.1 only, answers every ``POST .../chat/completions`` with the reply
 ``"ok"`` and pseudo-token usage, and waits before answering for the latency named in the
 path: ``http://127.0.0.1:PORT/lat/50/v1`` is a model that takes 50 ms per call,
-``http://127.0.0.1:PORT/v1`` one that answers at once. Each request is served by its own
-thread and connections are kept alive (HTTP/1.1), so concurrent calls overlap as they
-would against a real provider.
+``http://127.0.0.1:PORT/v1`` one that answers at once. Under ``/answer/`` it replies with a
+cell that answers at once (:data:`_common.CELL_ANSWER`) instead, so it can be the root model
+of a one-turn completion. Each request is served by its own thread and connections are kept
+alive (HTTP/1.1), so concurrent calls overlap as they would against a real provider.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-_LATENCY = re.compile(r"^/lat/(\d+(?:\.\d+)?)/")
+from _common import CELL_ANSWER, repl
+
+_LATENCY = re.compile(r"^(?:/answer)?/lat/(\d+(?:\.\d+)?)/")
+ANSWER_PREFIX = "/answer/"
+"""Path prefix under which the reply is a cell that answers at once."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -36,6 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             request = {}
         prompt_chars = sum(len(str(m.get("content") or "")) for m in request.get("messages", []))
+        content = repl(CELL_ANSWER) if self.path.startswith(ANSWER_PREFIX) else "ok"
         reply = {
             "id": "chatcmpl-bench",
             "object": "chat.completion",
@@ -44,14 +50,14 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "ok"},
+                    "message": {"role": "assistant", "content": content},
                     "finish_reason": "stop",
                 }
             ],
             "usage": {
                 "prompt_tokens": (prompt_chars + 3) // 4,
-                "completion_tokens": 1,
-                "total_tokens": (prompt_chars + 3) // 4 + 1,
+                "completion_tokens": (len(content) + 3) // 4,
+                "total_tokens": (prompt_chars + 3) // 4 + (len(content) + 3) // 4,
             },
         }
         data = json.dumps(reply).encode()
@@ -94,9 +100,10 @@ class LMServer(ThreadingHTTPServer):
         """The port chosen by the OS."""
         return int(self.server_address[1])
 
-    def base_url(self, latency_ms: float = 0) -> str:
-        """The ``base_url`` of a model with ``latency_ms`` per call."""
-        prefix = f"/lat/{latency_ms:g}" if latency_ms else ""
+    def base_url(self, latency_ms: float = 0, answer: bool = False) -> str:
+        """The ``base_url`` of a model with ``latency_ms`` per call; with ``answer``, one whose
+        every reply is a cell that answers at once."""
+        prefix = ("/answer" if answer else "") + (f"/lat/{latency_ms:g}" if latency_ms else "")
         return f"http://127.0.0.1:{self.port}{prefix}/v1"
 
     def start(self) -> None:

@@ -49,6 +49,7 @@ NUMBERS: dict[str, str] = {
     "e2e": "5",
     "bridge": "6",
     "fixed": "7",
+    "fixed-openai": "7",
     "fanout": "7",
 }
 """Worker workload name -> workload number of the table."""
@@ -89,8 +90,12 @@ class Job:
         return " ".join([self.system, self.workload, self.variant, *self.args])
 
 
-def plan(quick: bool, lm_url: str) -> list[Job]:
-    """Every worker run of a full (or ``quick``) benchmark, in execution order."""
+def plan(quick: bool, lm_url: str, answer_url: str) -> list[Job]:
+    """Every worker run of a full (or ``quick``) benchmark, in execution order.
+
+    ``lm_url`` is the HTTP model of workload 2, ``answer_url`` the one of workload 7's
+    ``openai`` rows (its replies are a cell that answers at once).
+    """
 
     def n(full: int, fast: int) -> str:
         return str(fast if quick else full)
@@ -142,6 +147,9 @@ def plan(quick: bool, lm_url: str) -> list[Job]:
         ("rlms", "ipython-subprocess", 3, 1),
     ):
         jobs.append(Job(system, "fixed", variant, ("--reps", n(full, fast))))
+    for system, full, fast in (("ours", 100, 10), ("rlms", 5, 2)):
+        args = ("--reps", n(full, fast), "--lm-url", answer_url)
+        jobs.append(Job(system, "fixed-openai", "local", args))
     for latency in (0, LATENCY_MS):
         for system, full, fast in (("ours", 30, 5), ("rlms", 5, 2)):
             args = ("--reps", n(full, fast), "--width", str(FANOUT_WIDTH))
@@ -539,6 +547,16 @@ def build_rows(out: Outcome) -> list[Row]:
             return f"<= {limit} ms", row.median is not None and row.median <= limit
 
         pair_rows("7", what, "fixed", "ms", ("local", "subprocess"), fixed_target, mode=mode)
+    for mode, what in (("new", "new `RLM` each call"), ("reused", "reused `RLM`")):
+        pair_rows(
+            "7",
+            f"one-turn completion, `openai` backend (local HTTP model, instant), {what}",
+            "fixed-openai",
+            "ms",
+            ("local",),
+            lambda v, r: ("<= 10 ms", r.median is not None and r.median <= 10),
+            mode=mode,
+        )
     for latency in (0, LATENCY_MS):
         lm = "instant LM" if latency == 0 else f"children's LM {latency} ms"
         for system in ("ours", "rlms"):
@@ -656,7 +674,9 @@ NOTES = f"""\
   completion: its first batch opens the connections, later batches reuse them; the
   "reused" row is the first batch of completions of one `RLM` that has run before.
   Workload 7's "{LATENCY_MS} ms" fan-out rows: the stand-in sleeps {LATENCY_MS} ms before
-  each child's reply.
+  each child's reply. Workload 7's `openai` rows: the root LM is each library's own `openai`
+  backend (default settings) pointed at the same server, which answers at once with the
+  cell that ends the completion, so a new `RLM` also builds that backend.
 * **Timing points.** Workloads 1, 2, 6 and the fan-out rows are timed inside the cell
   (`time.perf_counter` around each call), after warm-up calls; 3 and 4 around the
   environment call on the host; 5 and 7 around `RLM(...)` + `completion()` on the host.
@@ -751,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME",
         help="run only this workload: 1-7 or subcall, batched, context, cell, e2e, bridge, "
-        "fixed, fanout (repeatable, or comma-separated)",
+        "fixed, fixed-openai, fanout (repeatable, or comma-separated)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(
@@ -782,7 +802,8 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     start = time.perf_counter()
     try:
-        jobs = select(plan(args.quick, server.base_url(LATENCY_MS)), args.only)
+        urls = (server.base_url(LATENCY_MS), server.base_url(answer=True))
+        jobs = select(plan(args.quick, *urls), args.only)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
         outcome = run_all(jobs, pythons, args.profile)

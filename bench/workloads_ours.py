@@ -6,7 +6,7 @@ Started by ``bench/run.py`` with the project venv's interpreter::
 
 The stand-in LM is rlm-core's ``scripted`` backend driven by :class:`_common.Script`; the
 ``batched`` workload sends sub-calls to the driver's local OpenAI-compatible server through
-the ``openai`` backend instead.
+the ``openai`` backend instead, and ``fixed-openai`` uses that backend as the root LM.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from _common import (
     e2e_workload,
     emit,
     fanout_workload,
+    fixed_openai_workload,
     measure_cell_overhead,
     measure_context_load,
     run_cell,
@@ -286,6 +287,7 @@ def w_fixed(args: argparse.Namespace) -> None:
 w_e2e = e2e_workload(make_rlm, RLM.close)
 w_batched = batched_workload(make_rlm, run_cell, RLM.close)
 w_fanout = fanout_workload(make_rlm, run_cell_answer)
+w_fixed_openai = fixed_openai_workload(RLM, RLM.close)
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
@@ -296,6 +298,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "e2e": w_e2e,
     "bridge": w_bridge,
     "fixed": w_fixed,
+    "fixed-openai": w_fixed_openai,
     "fanout": w_fanout,
 }
 

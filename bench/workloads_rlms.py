@@ -7,7 +7,8 @@ Started by ``bench/run.py`` with ``bench/.venv-rlms``'s interpreter::
 The stand-in LM is :class:`StandInLM`, a ``BaseLM`` subclass that answers from the same
 :class:`_common.Script` as rlm-core's scripted backend; ``rlm.clients.get_client`` is
 patched to return it for ``backend="standin"``. The ``batched`` workload sends sub-calls to
-the driver's local OpenAI-compatible server through ``rlms``'s own ``openai`` client.
+the driver's local OpenAI-compatible server through ``rlms``'s own ``openai`` client, and
+``fixed-openai`` uses that client as the root LM.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from _common import (
     e2e_workload,
     emit,
     fanout_workload,
+    fixed_openai_workload,
     measure_cell_overhead,
     measure_context_load,
     run_cell,
@@ -219,6 +221,7 @@ def w_fixed(args: argparse.Namespace) -> None:
 w_e2e = e2e_workload(make_rlm, close)
 w_batched = batched_workload(make_rlm, run_cell, close)
 w_fanout = fanout_workload(make_rlm, run_cell_answer)
+w_fixed_openai = fixed_openai_workload(RLM, close)
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
@@ -229,6 +232,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "e2e": w_e2e,
     "bridge": w_bridge,
     "fixed": w_fixed,
+    "fixed-openai": w_fixed_openai,
     "fanout": w_fanout,
 }
 

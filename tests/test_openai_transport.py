@@ -21,6 +21,7 @@ import pytest
 from lm_server import LMServer, RecordedRequest, expected_usage
 from test_backends import ENV_VARS, MESSAGES, backend_factory, run_in_threads
 
+from rlm_core import RLM
 from rlm_core.backends.base import LMResponse, LMUsage
 from rlm_core.backends.openai import (
     AzureOpenAIBackend,
@@ -69,6 +70,25 @@ def make_local(openai_server: LMServer) -> Iterator[Any]:
     yield from backend_factory(
         OpenAIBackend, base_url=openai_server.base_url, api_key="k", model_name="m"
     )
+
+
+@pytest.fixture
+def tls_contexts(monkeypatch: pytest.MonkeyPatch) -> list[ssl.SSLContext]:
+    """Every :class:`ssl.SSLContext` created from now on, in order.
+
+    The SDK's HTTP client creates one (and loads the CA certificates into it) when it is
+    made, even for ``http://`` URLs; a client that only holds settings creates none.
+    """
+    made: list[ssl.SSLContext] = []
+    create = ssl.SSLContext.__new__
+
+    def recorded(cls: type[ssl.SSLContext], *args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = create(cls, *args, **kwargs)
+        made.append(context)
+        return context
+
+    monkeypatch.setattr(ssl.SSLContext, "__new__", staticmethod(recorded))
+    return made
 
 
 def used_sdk(request: RecordedRequest) -> bool:
@@ -305,6 +325,66 @@ def test_tls_settings_fall_back_to_a_verifying_context() -> None:
         context = sdk_ssl_context(sdk)
         assert context.verify_mode == ssl.CERT_REQUIRED
         assert context.check_hostname
+
+
+def test_direct_transports_share_their_tls_settings(
+    tls_server: tuple[LMServer, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tls_contexts: list[ssl.SSLContext],
+) -> None:
+    server, cert = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    with backends(OpenAIBackend, base_url=server.base_url, model_name="m") as make:
+        for _ in range(3):
+            assert make().complete(MESSAGES).text == "echo: What is the capital of France?"
+    assert len(tls_contexts) == 1  # made by the first backend, used by all three
+    assert not any(used_sdk(request) for request in server.requests)
+
+
+# -- the SDK's HTTP client -----------------------------------------------------------------------
+
+
+def test_direct_transport_never_builds_the_sdk_http_client(
+    openai_server: LMServer, make_local: Any, tls_contexts: list[ssl.SSLContext]
+) -> None:
+    backend = make_local()
+    assert backend.transport == "direct"
+    backend.complete(MESSAGES)
+    assert not used_sdk(openai_server.requests[-1])
+    assert tls_contexts == []
+    backend.close()
+    assert tls_contexts == []
+
+
+def test_sdk_transport_builds_a_client_that_sends(
+    openai_server: LMServer, make_local: Any, tls_contexts: list[ssl.SSLContext]
+) -> None:
+    chosen = make_local(transport="sdk")
+    fallback = make_local(sampling_args={"extra_headers": {"X-Per-Call": "1"}})  # auto
+    for backend in (chosen, fallback):
+        assert backend.transport == "sdk"
+        assert backend.complete(MESSAGES).text == "echo: What is the capital of France?"
+        assert used_sdk(openai_server.requests[-1])
+    assert openai_server.requests[-1].headers["x-per-call"] == "1"
+    assert len(tls_contexts) >= 2  # each backend's SDK HTTP client has its own
+
+
+def test_new_rlm_on_the_openai_backend_never_builds_the_sdk_http_client(
+    openai_server: LMServer, tls_contexts: list[ssl.SSLContext]
+) -> None:
+    openai_server.reply = lambda body: (
+        "```repl\nanswer['content'] = 'done'\nanswer['ready'] = True\n```"
+    )
+    kwargs = {"base_url": openai_server.base_url, "api_key": "k", "model_name": "m"}
+    for _ in range(2):
+        rlm = RLM(backend="openai", backend_kwargs=kwargs, environment="local")
+        try:
+            assert rlm.completion("hello").response == "done"
+        finally:
+            rlm.close()
+    assert openai_server.request_count == 2
+    assert not any(used_sdk(request) for request in openai_server.requests)
+    assert tls_contexts == []
 
 
 # -- choosing the transport ----------------------------------------------------------------------

@@ -10,12 +10,14 @@ The ``openai`` SDK is imported when a backend is created, not when this module i
 go either through the SDK or, by default, straight to ``POST {base_url}/chat/completions``
 over kept-alive :mod:`http.client` connections (:mod:`rlm_core.backends.http_transport`),
 with the headers, query and body the SDK would send: see ``transport`` in
-:class:`OpenAIBackend`. Either way the SDK's own retries are off; calls are retried here on
+:class:`OpenAIBackend`. The SDK's HTTP client (and its TLS settings) is only created for
+the SDK transport. Either way the SDK's own retries are off; calls are retried here on
 HTTP 408/429/5xx, connection errors and timeouts, with exponential backoff.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import ssl
@@ -156,6 +158,14 @@ def sdk_ssl_context(sdk: ModuleType) -> ssl.SSLContext:
     return default_ssl_context()
 
 
+@functools.lru_cache(maxsize=8)
+def _shared_ssl_context(
+    sdk: ModuleType, cert_file: str | None, cert_dir: str | None
+) -> ssl.SSLContext:
+    """:func:`sdk_ssl_context`, made once per SDK and ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``."""
+    return sdk_ssl_context(sdk)
+
+
 def _host(url: str | None) -> str | None:
     return urlsplit(url).hostname if url else None
 
@@ -225,12 +235,25 @@ class OpenAIBackend(SDKBackend):
                 f"backend {self.name!r}: transport must be 'auto', 'direct' or 'sdk', "
                 f"not {transport!r}"
             )
+        self._requested_transport = transport
         super().__init__(*args, **kwargs)
         self.transport: str = self._pick_transport(transport)
         """The request path in use: ``"direct"`` or ``"sdk"``."""
         self._direct = self._make_direct() if self.transport == "direct" else None
+        if self._direct is None and self._settings_only():  # the SDK sends after all
+            self._client.close()
+            self._client = self._new_client(sends=True)
 
     # -- transport ---------------------------------------------------------------------------
+
+    def _settings_only(self) -> bool:
+        """Whether the direct transport may serve this configuration, so the first SDK client
+        only holds the settings (it is replaced by one that sends when the SDK is chosen)."""
+        return (
+            self._requested_transport != "sdk"
+            and self.direct_capable
+            and set(self.kwargs) <= DIRECT_CLIENT_KWARGS
+        )
 
     def _direct_blockers(self) -> list[str]:
         """What the direct transport cannot reproduce in this configuration (empty: nothing).
@@ -274,13 +297,13 @@ class OpenAIBackend(SDKBackend):
         query = self._client.qs.stringify(self._client.default_query)
         if query:
             url += f"?{query}"
-        https = urlsplit(url).scheme == "https"
-        return JSONTransport(
-            url,
-            client_headers(self._client),
-            self.timeout,
-            sdk_ssl_context(sys.modules[self.sdk_module]) if https else None,
-        )
+        context = None
+        if urlsplit(url).scheme == "https":
+            env = os.environ
+            context = _shared_ssl_context(
+                self._sdk, env.get("SSL_CERT_FILE"), env.get("SSL_CERT_DIR")
+            )
+        return JSONTransport(url, client_headers(self._client), self.timeout, context)
 
     # -- configuration hooks (overridden by the presets) -------------------------------------
 

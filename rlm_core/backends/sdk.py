@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import operator
+import sys
 import threading
 from abc import abstractmethod
 from collections.abc import Callable
@@ -48,6 +49,32 @@ def import_sdk(module: str, backend: str) -> ModuleType:
         raise BackendError(
             f"backend {backend!r} needs the {module!r} package: pip install 'rlm-core[{module}]'"
         ) from exc
+
+
+def http_library(sdk: ModuleType) -> ModuleType | None:
+    """The HTTP library (``httpx`` or ``httpx2``) ``sdk.DefaultHttpxClient`` is built on, if any."""
+    for cls in getattr(getattr(sdk, "DefaultHttpxClient", None), "__mro__", ()):
+        library = sys.modules.get(cls.__module__.partition(".")[0])
+        if library is not None and library is not sdk and hasattr(library, "MockTransport"):
+            return library
+    return None
+
+
+def settings_only_http_client(sdk: ModuleType) -> Any | None:
+    """An HTTP client for an SDK client that holds settings (key, URL, headers) but sends nothing.
+
+    ``sdk.DefaultHttpxClient`` on a transport that refuses every request, with proxy variables
+    ignored: it loads no CA certificates, which the SDK's own HTTP client does (20-60 ms).
+    ``None`` when the SDK has no such class (its own client is then the only choice).
+    """
+    library = http_library(sdk)
+    if library is None:
+        return None
+
+    def refuse(request: Any) -> Any:
+        raise RuntimeError(f"this client holds settings only and sends nothing: {request.url}")
+
+    return sdk.DefaultHttpxClient(transport=library.MockTransport(refuse), trust_env=False)
 
 
 def check_retry_settings(max_retries: int, retry_backoff: float) -> None:
@@ -177,10 +204,11 @@ class SDKBackend(Backend):
     """A backend that calls an LM API through a vendor SDK.
 
     The constructor checks ``max_retries`` / ``retry_backoff``, imports the SDK named by
-    :attr:`sdk_module` and creates the client with :meth:`_create_client`. :meth:`complete`
-    builds the request with :meth:`_request`, sends it with :meth:`_send` (through
-    :meth:`_call`: retries, and errors turned into :class:`BackendError`) and reads the reply
-    with :meth:`_parse`.
+    :attr:`sdk_module` and creates the client with :meth:`_new_client` (without an HTTP
+    client of its own when :meth:`_settings_only` says requests may go another way).
+    :meth:`complete` builds the request with :meth:`_request`, sends it with :meth:`_send`
+    (through :meth:`_call`: retries, and errors turned into :class:`BackendError`) and reads
+    the reply with :meth:`_parse`.
     """
 
     sdk_module: ClassVar[str]
@@ -217,7 +245,9 @@ class SDKBackend(Backend):
             status=sdk.APIStatusError,
             connection=sdk.APIConnectionError,
         )
-        self._client: Any = self._create_client(sdk, api_key, base_url, dict(client_kwargs))
+        self._sdk = sdk
+        self._client_args = (api_key, base_url, dict(client_kwargs))
+        self._client: Any = self._new_client(sends=not self._settings_only())
         self.base_url: str = str(self._client.base_url)
         """The URL requests go to (as the SDK resolved it)."""
         self._create_method = operator.attrgetter(self.create_method)
@@ -228,6 +258,11 @@ class SDKBackend(Backend):
     def _fallback_model(self) -> str | None:
         """The default model when ``model_name`` is not given."""
         return None
+
+    def _settings_only(self) -> bool:
+        """Whether requests may be sent another way than through the SDK client, which is
+        then created to hold the settings only (see :func:`settings_only_http_client`)."""
+        return False
 
     @abstractmethod
     def _create_client(
@@ -244,6 +279,20 @@ class SDKBackend(Backend):
         """The reply as an :class:`LMResponse`; :class:`BackendError` when it is malformed."""
 
     # -- shared steps ------------------------------------------------------------------------
+
+    def _new_client(self, *, sends: bool) -> Any:
+        """A new SDK client from the constructor's arguments (:meth:`_create_client`).
+
+        Unless it ``sends`` requests, it gets :func:`settings_only_http_client` as its HTTP
+        client (when ``backend_kwargs`` name none).
+        """
+        api_key, base_url, kwargs = self._client_args
+        kwargs = dict(kwargs)
+        if not sends and "http_client" not in kwargs:
+            http_client = settings_only_http_client(self._sdk)
+            if http_client is not None:
+                kwargs["http_client"] = http_client
+        return self._create_client(self._sdk, api_key, base_url, kwargs)
 
     def _make_client(self, factory: Callable[..., Any], **kwargs: Any) -> Any:
         """``factory(**kwargs)`` with this backend's timeout and the SDK's retries off."""
