@@ -17,31 +17,32 @@ import argparse
 import sys
 
 
-def _apply_process_limits(
-    memory_limit_mb: int | None, parent: int | None, shared_dir: str | None
-) -> None:
+def _leave_with_launcher(launcher_pid: int | None, shared_dir: str | None) -> None:
+    """For the fork server: exit (removing ``shared_dir``) when the launcher dies."""
     import os
     import signal
 
     def leave(*_: object) -> None:
-        # Until the agent is serving (which installs a graceful handler), a termination
-        # just removes the launcher's private directory and exits.
-        if shared_dir:
-            import shutil
-
-            shutil.rmtree(shared_dir, ignore_errors=True)
+        _remove(shared_dir)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, leave)
-    if parent is not None and sys.platform.startswith("linux"):
-        import ctypes
+    if launcher_pid is not None:
+        from rlm_core.bridge.process_tree import set_parent_death_signal
 
-        pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        # SIGTERM, so the agent can remove its shared directory on the way out.
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the launcher died before the signal was armed
+        set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != launcher_pid:  # the launcher died before the signal was armed
             leave()
+
+
+def _remove(directory: str | None) -> None:
+    if directory:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _limit_memory(memory_limit_mb: int | None) -> None:
     if memory_limit_mb is not None:
         import resource
 
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         metavar="PPID",
-        help="exit when the process PPID (the launcher) dies (Linux parent-death signal)",
+        help="run under a supervisor that ends the agent and everything it started when "
+        "the process PPID (the launcher) dies (Linux)",
     )
     parser.add_argument(
         "--fork-server",
@@ -94,12 +96,23 @@ def main(argv: list[str] | None = None) -> int:
         help="serve fork requests on the Unix socket FD instead of serving a session",
     )
     args = parser.parse_args(argv)
-    _apply_process_limits(args.memory_limit_mb, args.die_with_parent, args.shared_dir)
     if args.fork_server is not None:
+        _leave_with_launcher(args.die_with_parent, args.shared_dir)
+        import os
+
         from rlm_core.bridge.agent_forkserver import serve_forks
 
-        return serve_forks(args.fork_server)
+        server = os.getpid()
+        try:
+            return serve_forks(args.fork_server)
+        finally:
+            if os.getpid() == server:  # not in a forked agent unwinding to its exit
+                _remove(args.shared_dir)  # the launcher closed the control socket
+    if args.die_with_parent is not None:
+        from rlm_core.bridge.agent_supervisor import supervise
 
+        supervise(args.die_with_parent, args.shared_dir)  # returns in the agent only
+    _limit_memory(args.memory_limit_mb)
     from rlm_core.bridge.agent_server import serve
 
     return serve(args)

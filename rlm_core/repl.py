@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from rlm_core.bridge.codec import text
 from rlm_core.environments.base import RESERVED_NAMES, SubcallHandler, ToolSpec
 from rlm_core.types import REPLResult, RLMChatCompletion
 
@@ -32,6 +33,7 @@ MAX_CAPTURED_CHARS = 1_000_000
 _NUMBERED = re.compile(r"^(context|history)_\d+$")
 _SCAFFOLD_FUNCTIONS = ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched")
 _cell_ids = itertools.count(1)
+_MISSING = object()
 
 
 # -- output capture ---------------------------------------------------------------------
@@ -142,13 +144,40 @@ def capture_output(
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
+MAX_TRACEBACK_FRAMES = 100
+"""Frames shown per exception of a cell's traceback (the innermost ones); a deeper stack
+(say, after ``sys.setrecursionlimit(10**6)``) would take seconds just to format."""
+
+
+def _stack_depth(exc: BaseException, stop_after: int) -> int:
+    depth, tb = 0, exc.__traceback__
+    while tb is not None and depth <= stop_after:
+        depth, tb = depth + 1, tb.tb_next
+    return depth
+
+
 def _cell_traceback(exc: BaseException) -> str:
     """The traceback of an exception raised by a cell, without rlm-core's own frames
-    (the REPL machinery, sub-call plumbing, signal handlers): the model sees its code."""
-    report = traceback.TracebackException.from_exception(exc)
+    (the REPL machinery, sub-call plumbing, signal handlers): the model sees its code.
+    Beyond :data:`MAX_TRACEBACK_FRAMES` frames, only the innermost ones are shown."""
+    limit = MAX_TRACEBACK_FRAMES
+    deep = _stack_depth(exc, limit) > limit
+    report = traceback.TracebackException.from_exception(exc, limit=-limit if deep else None)
     frames = [f for f in report.stack if not f.filename.startswith(_PACKAGE_DIR)]
     report.stack = traceback.StackSummary.from_list(frames)
-    return "".join(report.format())
+    text = "".join(report.format())
+    if deep:
+        note = f"(only the innermost {limit} frames of a deeper stack are shown)\n"
+        header = "Traceback (most recent call last):\n"
+        text = text.replace(header, header + note, 1)
+    return text
+
+
+def _safe_describe(value: Any) -> str:
+    try:
+        return _describe(value)
+    except BaseException:  # a hostile metaclass
+        return "object"
 
 
 def _no_input(*_args: Any, **_kwargs: Any) -> str:
@@ -165,6 +194,8 @@ class REPLNamespace:
     def __init__(self, subcalls: SubcallHandler | None = None) -> None:
         safe_builtins = dict(vars(builtins))
         safe_builtins["input"] = _no_input
+        self._builtins = safe_builtins
+        self._pristine_builtins = dict(safe_builtins)
         self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": safe_builtins}
         self._pinned: dict[str, Any] = {}
         self._tool_names: set[str] = set()
@@ -250,8 +281,9 @@ class REPLNamespace:
         hidden = {"__builtins__", "answer", "SHOW_VARS", *_SCAFFOLD_FUNCTIONS}
         return {
             k: v
-            for k, v in self.ns.items()
-            if not k.startswith("_")
+            for k, v in list(self.ns.items())
+            if isinstance(k, str)
+            and not k.startswith("_")
             and k not in hidden
             and not (k in self._tool_names and callable(v))
         }
@@ -278,10 +310,12 @@ class REPLNamespace:
             self.set("context", payload)
 
     def _restore_scaffold(self) -> None:
+        self.ns["__builtins__"] = self._builtins
+        _put_back(self._builtins, self._pristine_builtins)
         for name in _SCAFFOLD_FUNCTIONS:
             self.ns[name] = getattr(self, name)
         self.ns["SHOW_VARS"] = self.show_vars
-        if not isinstance(self.ns.get("answer"), dict):
+        if not _is_dict(self.ns.get("answer")):
             self.ns["answer"] = {"content": "", "ready": False}
         for name, value in self._pinned.items():
             self.ns[name] = value
@@ -293,49 +327,125 @@ class REPLNamespace:
 
         ``KeyboardInterrupt`` propagates (so Ctrl+C stops an in-process run) unless
         ``reraise_interrupt`` is false, when it is reported like any other exception.
+        Whatever the cell does to the REPL (rebinding ``__builtins__``, deleting names from
+        the ``builtins`` module, replacing ``sys.stdout``, an ``answer`` that cannot be
+        read) is undone or reported as the cell's error: it never escapes this method.
         """
         with self._calls_lock:
             self._calls = []
         start = time.perf_counter()
         error: str | None = None
         filename = f"<cell-{next(_cell_ids)}>"
+        saved_builtins = dict(vars(builtins))
         with capture_output() as (out, err):
+            saved_streams = sys.stdin, sys.stdout, sys.stderr
             try:
-                compiled = compile(code, filename, "exec")
+                try:
+                    compiled = compile(code, filename, "exec")
+                except UnicodeEncodeError:  # a lone surrogate: escaped, as on the wire
+                    code = text(code)
+                    compiled = compile(code, filename, "exec")
                 linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
                 self.executing = True
                 try:
                     exec(compiled, self.ns)
                 finally:
                     self.executing = False
-            except SystemExit as exc:
-                error = f"SystemExit: {exc.code}"
-                err.write(f"{error} (the cell called sys.exit; the REPL keeps running)\n")
             except BaseException as exc:
                 if reraise_interrupt and isinstance(exc, KeyboardInterrupt):
                     raise
-                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                err.write(_cell_traceback(exc))
+                with self._interruptible():  # an exception's __str__ is the cell's code too
+                    error = _describe_exception(exc)
+                    if isinstance(exc, SystemExit):
+                        err.write(f"{error} (the cell called sys.exit; the REPL keeps running)\n")
+                    else:
+                        err.write(_formatted(_cell_traceback, exc).rstrip("\n") + "\n")
             finally:
                 linecache.cache.pop(filename, None)
-        self._restore_scaffold()
-        answer = self.ns.get("answer")
-        final = None
-        if isinstance(answer, dict) and answer.get("ready"):
-            final = str(answer.get("content", ""))
+                _undo_rebinding(saved_builtins, saved_streams)
+            self._restore_scaffold()
+            final, problem = self._final_answer()
+            if problem is not None:
+                error = error or problem
+                err.write(problem + "\n")
         with self._calls_lock:
             calls, self._calls = self._calls, []
         return REPLResult(
             stdout=out.getvalue(),
             stderr=err.getvalue(),
-            locals={k: _describe(v) for k, v in self.user_variables().items()},
+            locals={k: _safe_describe(v) for k, v in self.user_variables().items()},
             execution_time=time.perf_counter() - start,
             rlm_calls=calls,
             final_answer=final,
             error=error,
         )
 
+    def _final_answer(self) -> tuple[str | None, str | None]:
+        """``(answer text or None, None)``, or ``(None, problem)`` when the ``answer`` the
+        cell left cannot be read (its ``__bool__`` or ``__str__`` raised, say)."""
+        answer: Any = self.ns.get("answer")
+        try:
+            with self._interruptible():  # reading it may run the cell's code
+                if _is_dict(answer) and dict.get(answer, "ready"):
+                    return str(dict.get(answer, "content", "")), None
+            return None, None
+        except BaseException as exc:
+            return None, f"AnswerError: answer could not be read: {_describe_exception(exc)}"
+
+    @contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """Mark code that runs the cell's own objects (so a timeout may interrupt it)."""
+        self.executing = True
+        try:
+            yield
+        finally:
+            self.executing = False
+
     def clear(self) -> None:
         """Drop every variable (used on close)."""
         self.ns.clear()
         self._pinned.clear()
+
+
+_MAX_ERROR_CHARS = 10_000
+
+
+def _formatted(format_: Any, exc: BaseException) -> str:
+    """``format_(exc)``, or a short note when formatting itself fails."""
+    try:
+        return str(format_(exc))
+    except BaseException as problem:
+        return f"<unprintable: {type(problem).__name__}>"
+
+
+def _describe_exception(exc: BaseException) -> str:
+    """``"TypeError: message"`` (at most a few thousand characters), even when the
+    exception's own ``__str__`` raises."""
+    if isinstance(exc, SystemExit):
+        text = f"SystemExit: {_formatted(lambda e: e.code, exc)}"
+    else:
+        text = _formatted(
+            lambda e: "".join(traceback.format_exception_only(type(e), e)).strip(), exc
+        )
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[:_MAX_ERROR_CHARS] + f"... [{len(text) - _MAX_ERROR_CHARS:,} more characters]"
+    return text
+
+
+def _undo_rebinding(saved_builtins: dict[str, Any], streams: tuple[Any, Any, Any]) -> None:
+    """Put back what a cell removed from or rebound in the ``builtins`` module (shared by
+    the whole process) and the standard streams it replaced."""
+    _put_back(vars(builtins), saved_builtins)
+    sys.stdin, sys.stdout, sys.stderr = streams
+
+
+def _is_dict(value: Any) -> bool:
+    """``isinstance(value, dict)`` that no ``__class__`` property can fool or break."""
+    return issubclass(type(value), dict)
+
+
+def _put_back(names: dict[str, Any], saved: dict[str, Any]) -> None:
+    """Rebind in ``names`` every entry of ``saved`` that was deleted or rebound."""
+    for name, value in saved.items():
+        if names.get(name, _MISSING) is not value:
+            names[name] = value

@@ -7,16 +7,24 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rlm_core.backends.base import Backend, to_messages
 from rlm_core.environments.base import PERSISTENT, Environment, Session, parse_tools
+from rlm_core.environments.settings import (
+    Setting,
+    check_environment_settings,
+    describe_type,
+    matches_type,
+)
 from rlm_core.exceptions import (
     CancellationError,
     CellRejectedError,
+    ConfigurationError,
     ErrorThresholdExceededError,
     LimitExceededError,
     SandboxRestartedError,
@@ -35,6 +43,7 @@ from rlm_core.prompts import (
     compaction_resume,
 )
 from rlm_core.repl import host_output
+from rlm_core.threads import DaemonThreadPool
 from rlm_core.tokens import DEFAULT_CONTEXT_LIMIT, estimate_message_tokens
 from rlm_core.types import (
     CodeBlock,
@@ -46,6 +55,7 @@ from rlm_core.types import (
     RLMIteration,
     RLMMetadata,
     UsageSummary,
+    check_context,
 )
 from rlm_core.usage import Limits, UsageLedger
 from rlm_core.verbose import VerbosePrinter
@@ -79,6 +89,55 @@ def _filter_secrets(kwargs: dict[str, Any] | None) -> dict[str, Any]:
     """Kwargs safe to log: API keys, tokens, secrets, passwords, credentials and auth
     values are dropped at the top level and redacted at any depth (headers, ``env``)."""
     return {key: _redact(value) for key, value in (kwargs or {}).items() if not _is_secret(key)}
+
+
+SETUP_CODE = Setting("setup_code", str | None, None)
+"""The RLM's own key in ``environment_kwargs``: code run once after the context is loaded.
+Every other key is a setting of the environment."""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """The type and range an RLM argument must have."""
+
+    kind: Any
+    rule: str
+    ok: Callable[[Any], bool]
+    hint: str = ""
+
+
+_ARGUMENT_RULES: dict[str, _Rule] = {
+    "depth": _Rule(int, ">= 0", lambda v: v >= 0),
+    "max_depth": _Rule(int, ">= 0", lambda v: v >= 0, "0 makes completion a plain LM call"),
+    "max_iterations": _Rule(int, ">= 1", lambda v: v >= 1),
+    "max_budget": _Rule(float | None, "> 0", lambda v: v > 0, "None means no budget"),
+    "max_timeout": _Rule(float | None, "> 0", lambda v: v > 0, "None means no time limit"),
+    "max_tokens": _Rule(int | None, ">= 1", lambda v: v >= 1, "None means no token limit"),
+    "max_errors": _Rule(
+        int | None, ">= 1", lambda v: v >= 1, "1 stops at the first turn with a failing cell"
+    ),
+    "max_concurrent_subcalls": _Rule(int, ">= 1", lambda v: v >= 1),
+    "compaction_threshold_pct": _Rule(float, "in (0, 1]", lambda v: 0 < v <= 1),
+}
+"""The numeric arguments of :class:`RLM`; values ``rlms`` 0.1.3 gives a meaning to pass
+(``max_depth=0``: every completion is a plain LM call)."""
+
+
+def _check_arguments(arguments: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigurationError` for a numeric RLM argument of the wrong type or out
+    of range."""
+    for name, rule in _ARGUMENT_RULES.items():
+        value = arguments[name]
+        if not matches_type(value, rule.kind):
+            raise ConfigurationError(
+                f"RLM argument {name} must be {describe_type(rule.kind)}, "
+                f"not {type(value).__name__} ({value!r})"
+            )
+        if value is not None and not rule.ok(value):
+            raise ConfigurationError(
+                f"RLM argument {name} must be {rule.rule}, not {value!r}"
+                + (f"; {rule.hint}" if rule.hint else "")
+            )
 
 
 def _safe_call(callback: Callable[..., None] | None, *args: Any) -> None:
@@ -358,11 +417,22 @@ class RLM:
             first["sampling_args"] = merged
             other_backend_kwargs[0] = first
         if other_backends is not None and len(other_backends) != len(other_backend_kwargs or []):
-            raise ValueError("other_backends and other_backend_kwargs must have the same length")
-        if not 0 < compaction_threshold_pct <= 1:
-            raise ValueError("compaction_threshold_pct must be in (0, 1]")
-        if max_concurrent_subcalls < 1:
-            raise ValueError("max_concurrent_subcalls must be at least 1")
+            raise ConfigurationError(
+                "other_backends and other_backend_kwargs must have the same length"
+            )
+        _check_arguments(
+            {
+                "depth": depth,
+                "max_depth": max_depth,
+                "max_iterations": max_iterations,
+                "max_budget": max_budget,
+                "max_timeout": max_timeout,
+                "max_tokens": max_tokens,
+                "max_errors": max_errors,
+                "max_concurrent_subcalls": max_concurrent_subcalls,
+                "compaction_threshold_pct": compaction_threshold_pct,
+            }
+        )
 
         self.backend = backend
         self.backend_kwargs = backend_kwargs
@@ -401,10 +471,20 @@ class RLM:
         if persistent:
             caps: frozenset[str] = getattr(self._environment_factory, "capabilities", frozenset())
             if PERSISTENT not in caps:
-                raise ValueError(
+                raise ConfigurationError(
                     f"persistent=True is not supported by environment {environment!r} "
                     f"(it does not declare the {PERSISTENT!r} capability)"
                 )
+        # Settings are checked now, not at the first completion: unknown names and types
+        # against the environment's declaration, ranges by constructing it (not starting
+        # it); that instance serves the first completion.
+        settings = dict(self.environment_kwargs)
+        check_environment_settings(
+            self._environment_factory, settings, environment, extra=[SETUP_CODE], complete=True
+        )
+        self._setup_code: str | None = settings.pop(SETUP_CODE.name, None)
+        self._environment_settings = settings
+        self._unstarted_env: Environment | None = self._environment_factory(**settings)
 
         self._backends: _Backends | None = None
         self._owns_backends = True
@@ -414,7 +494,7 @@ class RLM:
         self._best_partial_answer: str | None = None
         self._lock = threading.Lock()
         self._run_lock = threading.RLock()
-        self._threads: ThreadPoolExecutor | None = None
+        self._threads: DaemonThreadPool | None = None
         self._threads_pid = 0  # the process they run in: none of them survives a fork
 
         if self.logger is not None or verbose:
@@ -452,13 +532,13 @@ class RLM:
             return self._backends.default.model_name
         return str(self.backend_kwargs.get("model_name", "unknown"))
 
-    def _subcall_threads(self) -> ThreadPoolExecutor:
+    def _subcall_threads(self) -> DaemonThreadPool:
         """This RLM's ``max_concurrent_subcalls`` worker threads for batched sub-calls, kept
         across its completions (they run one at a time) until :meth:`close`; a child RLM
         has its own."""
         with self._lock:
             if self._threads is None or self._threads_pid != os.getpid():
-                self._threads = ThreadPoolExecutor(
+                self._threads = DaemonThreadPool(
                     max_workers=max(1, self.max_concurrent_subcalls),
                     thread_name_prefix=f"rlm-subcall-d{self.depth}",
                 )
@@ -509,9 +589,11 @@ class RLM:
             env.set_variable("answer", {"content": "", "ready": False})
             env.add_context(prompt)
             return env
-        kwargs = dict(self.environment_kwargs)
-        setup_code = kwargs.pop("setup_code", None)
-        env = self._environment_factory(**kwargs)
+        unstarted, self._unstarted_env = self._unstarted_env, None
+        if unstarted is None:
+            unstarted = self._environment_factory(**self._environment_settings)
+        env = unstarted
+        setup_code = self._setup_code
         try:
             env.start(session)
             env.add_context(prompt, 0)
@@ -607,6 +689,8 @@ class RLM:
             return self._completion(prompt, root_prompt)
 
     def _completion(self, prompt: Any, root_prompt: str | None) -> RLMChatCompletion:
+        persistent_env = self._persistent_env if self.persistent else None
+        check_context(prompt, persistent_env.get_context_count() if persistent_env else 0)
         start = time.perf_counter()
         now = time.monotonic()
         ledger = UsageLedger(
@@ -780,9 +864,10 @@ class RLM:
     def close(self) -> None:
         """Close the persistent environment, the worker threads and the backends this RLM
         created."""
-        env, self._persistent_env = self._persistent_env, None
-        if env is not None:
-            env.close()
+        for env in (self._persistent_env, self._unstarted_env):
+            if env is not None:
+                env.close()
+        self._persistent_env = self._unstarted_env = None
         with self._lock:
             threads, self._threads = self._threads, None
         if threads is not None:

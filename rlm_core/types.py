@@ -7,9 +7,12 @@ log readers written for it keep working.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
+
+from rlm_core.exceptions import ContextError
 
 Prompt = str | list[dict[str, Any]] | dict[str, Any]
 """What a completion accepts: a string, a list of chat messages, or a dict/list context."""
@@ -285,3 +288,83 @@ class QueryMetadata:
         else:
             lengths = [_length_of(context)]
         return cls(lengths, sum(lengths), type(context).__name__)
+
+
+MAX_CONTEXT_DEPTH = 500
+"""How deeply lists, tuples and dicts may nest inside a context (a string is depth 0,
+``["a"]`` depth 1, ``[["a"]]`` depth 2). Deeper contexts cannot be described, serialised or
+sent to a sandbox without exhausting Python's stack, so they are refused up front."""
+
+_CONTAINERS = (list, tuple, dict)
+
+
+def _items(container: Any) -> Iterator[Any]:
+    return iter(container.values()) if isinstance(container, dict) else iter(container)
+
+
+def nesting_depth_exceeds(payload: Any, limit: int) -> bool:
+    """Whether lists, tuples and dicts nest more than ``limit`` levels deep in ``payload``.
+
+    Measured without recursion, so any depth is measured safely: level by level first (fast,
+    each container once per level); only when that passes ``limit`` is the payload walked
+    again depth-first, so that a container that contains itself is not taken for an endlessly
+    deep one.
+    """
+    if not isinstance(payload, _CONTAINERS):
+        return False
+    level: list[Any] = [payload]
+    for _ in range(limit):
+        below: list[Any] = []
+        for container in level:
+            below += [item for item in _items(container) if isinstance(item, _CONTAINERS)]
+        if not below:
+            return False
+        level = list({id(c): c for c in below}.values()) if len(below) > 1 else below
+    return _deeper_than(payload, limit)
+
+
+def _deeper_than(payload: Any, limit: int) -> bool:
+    """Depth-first walk that skips containers already on the path (cycles) and walks each
+    container once, remembering the height below it."""
+    heights: dict[int, int] = {}  # id -> height of a container walked to the end
+    path: list[int] = [id(payload)]
+    on_path = {id(payload)}
+    walks = [_items(payload)]
+    tallest = [0]  # per open container: the tallest child found so far
+    while walks:
+        depth = len(walks)
+        if depth > limit:
+            return True
+        for item in walks[-1]:
+            if not isinstance(item, _CONTAINERS) or id(item) in on_path:
+                continue
+            known = heights.get(id(item))
+            if known is None:
+                path.append(id(item))
+                on_path.add(id(item))
+                walks.append(_items(item))
+                tallest.append(0)
+                break
+            if depth + known > limit:
+                return True
+            tallest[-1] = max(tallest[-1], known)
+        else:
+            walks.pop()
+            done = path.pop()
+            on_path.discard(done)
+            heights[done] = tallest.pop() + 1
+            if tallest:
+                tallest[-1] = max(tallest[-1], heights[done])
+    return False
+
+
+def check_context(payload: Any, index: int = 0) -> None:
+    """Raise :class:`ContextError` when context ``index`` nests deeper than
+    :data:`MAX_CONTEXT_DEPTH`."""
+    if nesting_depth_exceeds(payload, MAX_CONTEXT_DEPTH):
+        raise ContextError(
+            f"context {index} ({type(payload).__name__}) is nested more than "
+            f"{MAX_CONTEXT_DEPTH} levels deep (lists, tuples and dicts inside each other); "
+            f"contexts may nest at most {MAX_CONTEXT_DEPTH} levels. Flatten it, or pass it as "
+            "a string (for example its JSON text)"
+        )

@@ -332,6 +332,7 @@ def test_nested_secrets_never_reach_the_log(tmp_path: object) -> None:
             "responses": [finish("x")],
             "default_headers": {"Authorization": "Bearer sk-HEADER-SECRET", "X-Trace": "ok"},
         },
+        environment="subprocess",
         environment_kwargs={"env": {"OPENAI_API_KEY": "sk-ENV-SECRET", "MODE": "fast"}},
         logger=logger,
     ).completion("c")

@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+from hosts import Host
 from scripts import EchoHandler, Script, finish, repl
 
 from rlm_core import RLM
@@ -63,6 +64,12 @@ def pid_of(env: SubprocessEnvironment) -> int:
     pid = env.agent_pid
     assert pid is not None
     return pid
+
+
+def launched(env: SubprocessEnvironment) -> int:
+    """The process the launcher started: the agent's supervisor (the agent is its child)."""
+    assert env.launcher is not None and env.launcher.pid is not None
+    return env.launcher.pid
 
 
 def gone(pid: int) -> bool:
@@ -463,14 +470,14 @@ def test_agents_are_forked_from_a_fork_server_unless_prewarm_is_off() -> None:
     config = {"env": {"RLM_TEST_CONFIGURATION": "forked"}}  # no spare of it exists yet
     forked, fresh = start(**config), start(prewarm=False)
     try:
-        server = parent_of(pid_of(forked))
+        server = parent_of(launched(forked))
         assert server != os.getpid() and is_fork_server(server)
-        assert parent_of(pid_of(fresh)) == os.getpid()
+        assert parent_of(launched(fresh)) == os.getpid()
         # A forked agent is a session of its own, like a freshly started one.
-        assert os.getsid(pid_of(forked)) == pid_of(forked)
+        assert os.getsid(launched(forked)) == launched(forked)
         again = start(**config)
         try:
-            assert parent_of(pid_of(again)) == server  # one fork server per configuration
+            assert parent_of(launched(again)) == server  # one fork server per configuration
             forked.execute("shared = 'only here'")
             assert "NameError" in (again.execute("print(shared)").error or "")
         finally:
@@ -487,21 +494,21 @@ def test_forked_agents_get_the_hosts_environment_of_now(monkeypatch: pytest.Monk
     first = start(env={"RLM_TEST_CONFIGURATION": "env-1"})  # distinct settings: no spare
     try:
         assert first.execute(show).stdout.split() == ["before", "1"]
-        server = parent_of(pid_of(first))
+        server = parent_of(launched(first))
     finally:
         first.close()
     monkeypatch.setenv("RLM_TEST_VALUE", "after")
     second = start(env={"RLM_TEST_CONFIGURATION": "env-2"})
     try:
         assert second.execute(show).stdout.split() == ["after", "1"]
-        assert parent_of(pid_of(second)) == server  # a variable read later: same server
+        assert parent_of(launched(second)) == server  # a variable read later: same server
     finally:
         second.close()
     # A variable the interpreter reads as it starts needs a fork server started with it.
     third = start(env={"PYTHONHASHSEED": "0"})
     try:
         assert third.execute(show).stdout.split() == ["after", "0"]
-        other = parent_of(pid_of(third))
+        other = parent_of(launched(third))
         assert other != server and is_fork_server(other)
     finally:
         third.close()
@@ -514,7 +521,7 @@ def test_forked_agents_get_the_hosts_environment_of_now(monkeypatch: pytest.Monk
 def test_a_forked_agent_reports_its_exit_status(code: str, status: int) -> None:
     env = start()
     try:
-        assert is_fork_server(parent_of(pid_of(env)))
+        assert is_fork_server(parent_of(launched(env)))
         with pytest.raises(SandboxCrashedError) as info:
             env.execute(code)
         assert info.value.exit_status == status
@@ -527,7 +534,7 @@ def test_a_dead_fork_server_takes_its_agents_and_the_next_start_recovers() -> No
     env = start()
     try:
         agent = pid_of(env)
-        server = parent_of(agent)
+        server = parent_of(launched(env))
         assert is_fork_server(server)
         os.kill(server, signal.SIGKILL)
         assert wait_gone(agent, 10.0)  # its parent-death signal
@@ -538,7 +545,7 @@ def test_a_dead_fork_server_takes_its_agents_and_the_next_start_recovers() -> No
     fresh = start()
     try:
         assert fresh.execute("print('ok')").stdout == "ok\n"
-        new_server = parent_of(pid_of(fresh))
+        new_server = parent_of(launched(fresh))
         assert new_server != server and is_fork_server(new_server)
     finally:
         fresh.close()
@@ -556,7 +563,7 @@ def test_agents_start_the_usual_way_when_the_fork_server_fails(
     monkeypatch.setattr(forkserver.ForkServer, "spawn", refuse)
     env = start(env={"RLM_TEST_CONFIGURATION": "fallback"})  # no spare of this one exists
     try:
-        assert parent_of(pid_of(env)) == os.getpid()
+        assert parent_of(launched(env)) == os.getpid()
         assert env.execute("print('ok')").stdout == "ok\n"
     finally:
         env.close()
@@ -604,7 +611,7 @@ def test_a_forked_agent_has_the_path_and_descriptors_of_a_fresh_one() -> None:
     forked = start(env={"RLM_TEST_CONFIGURATION": "path-and-descriptors"})
     fresh = start(prewarm=False)
     try:
-        server = parent_of(pid_of(forked))
+        server = parent_of(launched(forked))
         assert is_fork_server(server)
         # ``python -m`` puts the working directory first on sys.path: the fork server's
         # must be private (not /tmp, where anyone can plant modules), and a forked agent
@@ -748,7 +755,7 @@ def test_an_agent_starts_the_usual_way_when_the_fork_server_dies_after_forking(
         # The orphaned forked agent removes its directory as it dies: the agent started
         # instead must not be given that directory.
         env.start(Session(subcalls=EchoHandler()))
-        assert parent_of(pid_of(env)) == os.getpid()
+        assert parent_of(launched(env)) == os.getpid()
         assert env.execute("print('ok')").stdout == "ok\n"
     finally:
         env.close()
@@ -759,12 +766,13 @@ FAILS_ITS_SECOND_FORK = textwrap.dedent(
     import errno, os, sys
 
     if "--fork-server" in sys.argv:
-        fork, calls = os.fork, []
+        fork, calls, server = os.fork, [], os.getpid()
 
         def fork_but_the_second_time():
-            calls.append(1)
-            if len(calls) == 2:  # as under a process limit: the server answers an error
-                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            if os.getpid() == server:  # the server's own forks, not its agents'
+                calls.append(1)
+                if len(calls) == 2:  # as under a process limit: the server answers an error
+                    raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
             return fork()
 
         os.fork = fork_but_the_second_time
@@ -781,13 +789,13 @@ def test_a_fork_that_fails_leaves_the_other_forked_agents_running(tmp_path: Path
     }
     first = start(**config)
     try:
-        server = parent_of(pid_of(first))
+        server = parent_of(launched(first))
         assert is_fork_server(server)
         # The spare started next fails to fork and is started the usual way; the second
         # environment waits for it and claims it.
         second = start(**config)
         try:
-            assert parent_of(pid_of(second)) == os.getpid()
+            assert parent_of(launched(second)) == os.getpid()
             assert second.execute("print('ok')").stdout == "ok\n"
         finally:
             second.close()
@@ -797,47 +805,75 @@ def test_a_fork_that_fails_leaves_the_other_forked_agents_running(tmp_path: Path
         first.close()
 
 
-FORKED_HOST_SCRIPT = textwrap.dedent(
-    """
-    import os, sys
-    from rlm_core import RLM
+FORKED_HOST_SCRIPT = """
+import os, sys
+from rlm_core import RLM, ForkedHostError
 
-    CELL = "```repl\\nimport os; answer['content'] = str(os.getpid()); answer['ready'] = True\\n```"
+CELL = "```repl\\nimport os; answer['content'] = str(os.getpid()); answer['ready'] = True\\n```"
 
-    def run():
-        rlm = RLM(backend="scripted", backend_kwargs={"responses": [CELL]},
-                  environment="subprocess")
-        try:
-            return rlm.completion("c").response
-        finally:
-            rlm.close()
+def rlm(environment, **kwargs):
+    return RLM(backend="scripted", backend_kwargs={"responses": [CELL] * 3},
+               environment=environment, **kwargs)
 
-    print("parent", run(), flush=True)  # leaves a spawner thread, a fork server, a spare
-    pid = os.fork()
-    if pid == 0:
-        print("child", run(), flush=True)
-        sys.exit(0)  # runs the child's exit handlers: they must not touch the parent's agents
-    _, status = os.waitpid(pid, 0)
-    print("child exit", os.waitstatus_to_exitcode(status), flush=True)
-    print("parent", run(), flush=True)
-    """
-)
+def run(environment):
+    r = rlm(environment)
+    try:
+        return r.completion("c").response
+    finally:
+        r.close()
+
+if sys.argv[1] == "after":
+    print("parent", run("subprocess"), flush=True)  # gRPC has run in this process
+kept = rlm("subprocess", persistent=True)  # a connection open across the fork
+print("kept", kept.completion("c").response, flush=True)
+pid = os.fork()
+if pid == 0:
+    try:
+        print("child", run("subprocess"), flush=True)
+    except ForkedHostError as exc:
+        print("child refused", type(exc).__name__, flush=True)
+    print("child local", run("local"), flush=True)
+    kept.close()  # the parent's: left alone
+    sys.exit(0)  # exit handlers and finalisers must not touch the parent's gRPC state
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+print("kept", kept.completion("c").response, flush=True)
+kept.close()
+print("parent", run("subprocess"), flush=True)
+"""
 
 
 @pytest.mark.timeout(120)
-def test_a_forked_host_starts_its_own_agents_and_leaves_the_parents_alone() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", FORKED_HOST_SCRIPT],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = [line.split() for line in result.stdout.splitlines()]
-    assert [line[0] for line in lines] == ["parent", "child", "child", "parent"], result.stdout
-    assert lines[2] == ["child", "exit", "0"]
-    assert all(line[1].isdigit() for line in (lines[0], lines[1], lines[3]))
+def test_a_host_forked_after_using_the_bridge_gets_a_clear_error_and_harms_nothing() -> None:
+    with Host(FORKED_HOST_SCRIPT, "after") as host:
+        status, out, err = host.finish()
+        assert status == 0, err
+        lines = [line.split() for line in out.splitlines()]
+        assert [line[:2] for line in lines] == [
+            ["parent", lines[0][1]],
+            ["kept", lines[1][1]],
+            ["child", "refused"],
+            ["child", "local"],
+            ["child", "exit"],
+            ["kept", lines[1][1]],  # the same agent: the child did not stop it
+            ["parent", lines[6][1]],
+        ], out
+        assert lines[2][2] == "ForkedHostError" and lines[4][2] == "0"
+        assert host.leftovers() == []
+
+
+@pytest.mark.timeout(120)
+def test_a_host_forked_before_using_the_bridge_starts_its_own_agents() -> None:
+    script = FORKED_HOST_SCRIPT.replace('kept = rlm("subprocess", persistent=True)', "kept = None")
+    script = script.replace('print("kept", kept.completion("c").response, flush=True)', "")
+    script = script.replace("kept.close()", "")
+    with Host(script, "before") as host:
+        status, out, err = host.finish()
+        assert status == 0, err
+        lines = [line.split() for line in out.splitlines()]
+        assert [line[0] for line in lines] == ["child", "child", "child", "parent"], out
+        assert lines[0][1].isdigit() and lines[3][1].isdigit()
+        assert host.leftovers() == []
 
 
 @pytest.mark.timeout(60)

@@ -156,7 +156,7 @@ class HostLink:
             request = pb.SubcallRequest(
                 kind=kind,
                 prompts=[codec.dumps(p) for p in prompts],
-                model=model or "",
+                model=codec.text(model or ""),
                 has_model=model is not None,
             )
             response = self._request(request)
@@ -194,7 +194,9 @@ class HostLink:
                     f"arguments of tool {name!r} must be JSON-compatible: {exc}"
                 ) from exc
             response = self._request(
-                pb.SubcallRequest(kind=pb.SUBCALL_KIND_TOOL, tool=name, arguments=arguments)
+                pb.SubcallRequest(
+                    kind=pb.SUBCALL_KIND_TOOL, tool=codec.text(name), arguments=arguments
+                )
             )
             if response.error:
                 raise HostToolError(f"{response.error_type}: {response.error} (host tool {name!r})")
@@ -383,12 +385,16 @@ class AgentServicer(pb_grpc.AgentServicer):
         try:
             data = codec.dumps(value)
         except (TypeError, ValueError):
-            return pb.Value(found=True, repr=repr(value)[:1_000_000], type_name=type_name)
+            return pb.Value(
+                found=True,
+                repr=codec.text(repr(value)[:1_000_000]),
+                type_name=codec.text(type_name),
+            )
         try:
             codec.check_size(f"variable {request.name!r}", len(data))
         except codec.MessageTooLargeError as exc:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        return pb.Value(found=True, json=data, type_name=type_name)
+        return pb.Value(found=True, json=data, type_name=codec.text(type_name))
 
     def SetVariable(self, request: pb.SetVariableRequest, context: Any) -> Any:
         value = codec.loads(request.json)
@@ -414,14 +420,15 @@ class AgentServicer(pb_grpc.AgentServicer):
             self.cells.put(cell)
             cell.done.wait()
         result, timed_out = cell.result
+        text = codec.text  # protobuf strings must be valid UTF-8: a cell's may not be
         response = pb.ExecuteResponse(
-            stdout=result.stdout,
-            stderr=result.stderr,
-            error=result.error or "",
+            stdout=text(result.stdout),
+            stderr=text(result.stderr),
+            error=text(result.error or ""),
             execution_time=result.execution_time,
             has_final_answer=result.final_answer is not None,
-            final_answer=result.final_answer or "",
-            locals=result.locals,
+            final_answer=text(result.final_answer or ""),
+            locals={text(k): text(v) for k, v in result.locals.items()},
             timed_out=timed_out,
         )
         size = response.ByteSize()
@@ -431,8 +438,8 @@ class AgentServicer(pb_grpc.AgentServicer):
             if stderr and not stderr.endswith("\n"):
                 stderr += "\n"
             response = pb.ExecuteResponse(
-                stdout=result.stdout,
-                stderr=f"{stderr}{error}\n",
+                stdout=text(result.stdout),
+                stderr=text(f"{stderr}{error}\n"),
                 error=error,
                 execution_time=result.execution_time,
                 timed_out=timed_out,
@@ -440,15 +447,17 @@ class AgentServicer(pb_grpc.AgentServicer):
         return response
 
     def run_cells_forever(self, stop: threading.Event) -> None:
-        """Run queued cells in the calling (main) thread until ``stop`` is set."""
-        main = threading.main_thread()
+        """Run queued cells in the calling (main) thread until ``stop`` is set.
+
+        Whatever a cell does, every cell gets a result: a failure of the loop's own
+        bookkeeping is reported as that cell's error, and the loop goes on.
+        """
 
         def on_timeout_signal(signum: int, frame: Any) -> None:
             # Only while the cell's own code runs: never inside the REPL's bookkeeping.
             if self.running is not None and self.repl.executing:
                 raise CellTimeout(f"the cell exceeded its {self.running.timeout:g}s timeout")
 
-        signal.signal(signal.SIGUSR1, on_timeout_signal)
         while not stop.is_set():
             try:
                 cell = self.cells.get(timeout=0.2)
@@ -456,33 +465,47 @@ class AgentServicer(pb_grpc.AgentServicer):
                 continue
             if cell is None:
                 return
-            timer: threading.Timer | None = None
             fired = threading.Event()
-            if cell.timeout > 0:
-
-                def interrupt(fired: threading.Event = fired) -> None:
-                    fired.set()
-                    signal.pthread_kill(main.ident or 0, signal.SIGUSR1)
-
-                timer = threading.Timer(cell.timeout, interrupt)
-                timer.daemon = True
-            self.running = cell
-            result: REPLResult | None = None
             try:
-                try:
-                    if timer is not None:
-                        timer.start()
-                    result = self.repl.run(cell.code, reraise_interrupt=False)
-                finally:
-                    self.running = None
-                    if timer is not None:
-                        timer.cancel()
-            except CellTimeout as exc:  # the signal landed just outside the cell's code
-                if result is None:
-                    message = f"CellTimeout: {exc}"
-                    result = REPLResult(stderr=message, error=message)
+                # A previous cell may have ignored, blocked or replaced the interrupt.
+                signal.signal(signal.SIGUSR1, on_timeout_signal)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+                result = self._run_cell(cell, fired)
+            except BaseException as exc:
+                message = f"{type(exc).__name__}: the agent could not run the cell: {exc}"
+                result = REPLResult(stderr=message + "\n", error=message)
             cell.result = (result, fired.is_set())
             cell.done.set()
+
+    def _run_cell(self, cell: _Cell, fired: threading.Event) -> REPLResult:
+        """Run one cell with its timer armed; the interrupt raises :class:`CellTimeout`."""
+        main = threading.main_thread()
+        timer: threading.Timer | None = None
+        if cell.timeout > 0:
+
+            def interrupt() -> None:
+                fired.set()
+                signal.pthread_kill(main.ident or 0, signal.SIGUSR1)
+
+            timer = threading.Timer(cell.timeout, interrupt)
+            timer.daemon = True
+        self.running = cell
+        result: REPLResult | None = None
+        try:
+            try:
+                if timer is not None:
+                    timer.start()
+                result = self.repl.run(cell.code, reraise_interrupt=False)
+            finally:
+                self.running = None
+                if timer is not None:
+                    timer.cancel()
+        except CellTimeout as exc:  # the signal landed just outside the cell's code
+            if result is None:
+                message = f"CellTimeout: {exc}"
+                result = REPLResult(stderr=message, error=message)
+        assert result is not None
+        return result
 
 
 def _read_secrets(args: Any) -> dict[str, Any]:
@@ -550,21 +573,26 @@ def serve(args: Any) -> int:
 
             shutil.rmtree(args.shared_dir, ignore_errors=True)
 
+    exit_signal: list[int] = []
+
     def stop_within(grace: float, why: str) -> None:
         """Stop, and if a cell keeps the main thread busy past ``grace``, exit anyway."""
         shutdown(why)
         if not finished.wait(grace):
             log.info("shutting down: %s (a cell was still running)", why)
             clean_up()
-            os._exit(0)
+            _exit_as(exit_signal[0] if exit_signal else None)
+
+    def terminated(signum: int, frame: Any) -> None:
+        # Whoever sent it (a cell included), it is a request to end, reported as such; the
+        # launcher's death is the supervisor's business (see agent_supervisor).
+        exit_signal.append(signum)
+        signal.signal(signum, signal.SIG_DFL)  # a second one ends the agent at once
+        why = f"terminated by {signal.Signals(signum).name}"
+        threading.Thread(target=stop_within, args=(1.0, why), daemon=True).start()
 
     finished = threading.Event()
-    signal.signal(
-        signal.SIGTERM,
-        lambda signum, frame: threading.Thread(
-            target=stop_within, args=(1.0, "terminated (the host is gone)"), daemon=True
-        ).start(),
-    )
+    signal.signal(signal.SIGTERM, terminated)
 
     def watchdog() -> None:
         last_tick = time.monotonic()
@@ -585,8 +613,23 @@ def serve(args: Any) -> int:
         servicer.run_cells_forever(stop)
     except KeyboardInterrupt:
         shutdown("interrupted")
+    except BaseException as exc:  # never serve heartbeats with no one to run cells
+        shutdown(f"the cell loop failed: {type(exc).__name__}: {exc}")
     log.info("shutting down: %s", reason[0] if reason else "stopped")
     server.stop(grace=0.5)
     clean_up()
     finished.set()
+    if exit_signal:
+        _exit_as(exit_signal[0])
     return 0
+
+
+def _exit_as(signum: int | None) -> None:
+    """Exit at once, by ``signum`` with its default action when given (so the launcher
+    sees the signal as the exit status), else with status 0."""
+    if signum is not None:
+        with contextlib.suppress(ValueError):  # outside the main thread: already default
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+        os.kill(os.getpid(), signum)
+    os._exit(0)

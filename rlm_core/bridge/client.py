@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,7 @@ from rlm_core._proto.rlm.v1 import agent_pb2 as pb
 from rlm_core._proto.rlm.v1 import agent_pb2_grpc as pb_grpc
 from rlm_core.bridge import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
 from rlm_core.bridge.auth import TLS_SERVER_NAME, auth_metadata
-from rlm_core.exceptions import ProtocolMismatchError, SandboxError
+from rlm_core.exceptions import ForkedHostError, ProtocolMismatchError, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,38 @@ class Endpoint:
         return f"Endpoint(target={self.target!r}, {tls})"
 
 
+_grpc_pid: int | None = None
+"""The process that opened the first connection: gRPC's threads and locks are its own."""
+
+_clients: weakref.WeakSet[AgentClient] = weakref.WeakSet()
+
+
+def check_fork_safety() -> None:
+    """Raise :class:`ForkedHostError` in a process forked from one that had already used
+    gRPC. Such a child can hang forever inside gRPC (its locks may have been held by a
+    thread of the parent that the fork did not copy), so it must not use gRPC at all."""
+    if _grpc_pid is not None and _grpc_pid != os.getpid():
+        raise ForkedHostError(
+            f"this process ({os.getpid()}) was forked from process {_grpc_pid} after that "
+            "one had used gRPC, which cannot be used safely after such a fork: start worker "
+            "processes with multiprocessing's 'spawn' or 'forkserver' start method (e.g. "
+            "multiprocessing.get_context('spawn')), or fork them before the first "
+            "completion; environment='local' works in a forked process"
+        )
+
+
+def _leave_inherited_clients_alone() -> None:
+    """In a forked child: the parent's connections are never closed nor finalised here
+    (either would call into gRPC); they are kept alive until the process ends."""
+    import ctypes
+
+    for client in list(_clients):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(client))
+
+
+os.register_at_fork(after_in_child=_leave_inherited_clients_alone)
+
+
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -59,6 +93,12 @@ class AgentClient:
     """One authenticated connection to an agent."""
 
     def __init__(self, endpoint: Endpoint) -> None:
+        global _grpc_pid
+        check_fork_safety()
+        if _grpc_pid is None:
+            _grpc_pid = os.getpid()
+        self._owner = os.getpid()
+        _clients.add(self)
         self.endpoint = endpoint
         options = list(CHANNEL_OPTIONS)
         if endpoint.server_certificate is not None:
@@ -162,8 +202,9 @@ class AgentClient:
 
     def close(self, timeout: float = 2.0, *, send_close: bool = True) -> None:
         """Ask the agent to end the session (unless ``send_close`` is false, when the
-        sandbox is being stopped anyway), then drop the connection."""
-        if self._closed.is_set():
+        sandbox is being stopped anyway), then drop the connection. In a forked copy of
+        the host it does nothing: the connection is the parent's."""
+        if self._closed.is_set() or os.getpid() != self._owner:
             return
         self._closed.set()
         if send_close:

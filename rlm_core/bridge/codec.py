@@ -28,13 +28,29 @@ class MessageTooLargeError(SandboxError, ValueError):
 
 
 def dumps(value: Any) -> bytes:
-    """JSON-encode a value (``TypeError`` when it is not JSON-compatible)."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    """JSON-encode a value (``TypeError`` when it is not JSON-compatible).
+
+    Lone surrogates in strings (``"\\udcff"``, as ``os.fsdecode`` makes of undecodable
+    file names) travel as they are: the UTF-8 is written with ``surrogatepass``."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
 
 
 def loads(data: bytes) -> Any:
     """Decode :func:`dumps` output."""
-    return json.loads(data.decode("utf-8")) if data else None
+    return json.loads(data.decode("utf-8", "surrogatepass")) if data else None
+
+
+def text(value: str) -> str:
+    """``value`` made fit for a protobuf ``string`` field, which must be valid UTF-8: lone
+    surrogates become backslash escapes (``"a\\udcff"`` arrives as ``"a\\\\udcff"``).
+    Text that is valid already is returned as it is."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def check_size(what: str, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
@@ -46,7 +62,10 @@ def check_size(what: str, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
 def encode_context(payload: Any) -> tuple[int, bytes]:
     """``(kind, bytes)`` for a context payload: str as UTF-8 text, bytes raw, else JSON."""
     if isinstance(payload, str):
-        return TEXT, payload.encode("utf-8")
+        try:
+            return TEXT, payload.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: kept, see decode_context
+            return TEXT, payload.encode("utf-8", "surrogatepass")
     if isinstance(payload, bytes | bytearray | memoryview):
         return BYTES, bytes(payload)
     try:
@@ -91,8 +110,8 @@ def encode_context_lazily(payload: Any) -> EncodedContext:
 
 def decode_context(kind: int, data: bytes | bytearray | memoryview | mmap.mmap) -> Any:
     """Inverse of :func:`encode_context`."""
-    if kind == TEXT:
-        return str(data, "utf-8")
+    if kind == TEXT:  # ``surrogatepass`` changes nothing for valid UTF-8
+        return str(data, "utf-8", "surrogatepass")
     if kind == BYTES:
         return bytes(data)
     if kind == JSON:

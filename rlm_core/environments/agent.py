@@ -18,7 +18,6 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from secrets import token_hex
 from typing import Any, ClassVar, cast
@@ -28,7 +27,7 @@ import grpc
 from rlm_core._proto.rlm.v1 import agent_pb2 as pb
 from rlm_core.bridge import codec
 from rlm_core.bridge.auth import TLSMaterial, make_tls_material, new_token
-from rlm_core.bridge.client import AgentClient, Endpoint
+from rlm_core.bridge.client import AgentClient, Endpoint, check_fork_safety
 from rlm_core.environments.base import (
     COMPACTION,
     FILES,
@@ -41,11 +40,14 @@ from rlm_core.environments.base import (
     Session,
 )
 from rlm_core.exceptions import (
+    ConfigurationError,
+    ContextError,
     ProtocolMismatchError,
     SandboxCrashedError,
     SandboxError,
     SandboxRestartedError,
 )
+from rlm_core.threads import DaemonThreadPool
 from rlm_core.types import REPLResult, RLMChatCompletion
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,19 @@ class AgentEnvironment(Environment):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.check_range("cell_timeout", cell_timeout, above=0, hint="None means no timeout")
+        self.check_range("heartbeat_interval", heartbeat_interval, above=0)
+        self.check_range("heartbeat_timeout", heartbeat_timeout, above=0)
+        self.check_range("startup_timeout", startup_timeout, above=0)
+        self.check_range("interrupt_grace", interrupt_grace, at_least=0)
+        self.check_range("max_dispatch_threads", max_dispatch_threads, at_least=1)
+        if heartbeat_interval >= heartbeat_timeout:
+            raise ConfigurationError(
+                f"the {self.name or type(self).__name__!r} environment's heartbeat_interval "
+                f"({heartbeat_interval:g}) must be less than its heartbeat_timeout "
+                f"({heartbeat_timeout:g}), or the agent takes the host for gone between "
+                "two heartbeats"
+            )
         self.cell_timeout = cell_timeout
         self.tls = tls
         self.heartbeat_interval = heartbeat_interval
@@ -160,7 +175,7 @@ class AgentEnvironment(Environment):
         self._session: Session | None = None
         self._launcher: Launcher | None = None
         self._client: AgentClient | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonThreadPool | None = None
         self._host_tools: dict[str, Callable[..., Any]] = {}
         self._contexts: dict[int, Any] = {}
         self._replay: dict[str, Any] = {}
@@ -185,6 +200,7 @@ class AgentEnvironment(Environment):
         self._session = session
 
     def _boot(self) -> None:
+        check_fork_safety()  # before anything is started
         session = self._require_session()
         launcher = self.make_launcher()
         secrets = AgentSecrets(new_token(), make_tls_material() if self.tls else None)
@@ -200,7 +216,7 @@ class AgentEnvironment(Environment):
             self.agent_info = client.handshake(
                 session.depth, tools, self.heartbeat_timeout, timeout=self.startup_timeout
             )
-            self._pool = ThreadPoolExecutor(
+            self._pool = DaemonThreadPool(
                 max_workers=self._max_dispatch_threads, thread_name_prefix="rlm-bridge-call"
             )
             client.open_subcalls(self._dispatch, self.heartbeat_interval)
@@ -253,7 +269,7 @@ class AgentEnvironment(Environment):
         for tool in session.custom_tools:
             value = tool.value
             if tool.source is not None:
-                messages.append(pb.Tool(name=tool.name, source=tool.source))
+                messages.append(pb.Tool(name=tool.name, source=codec.text(tool.source)))
             elif callable(value):
                 host_tools[tool.name] = value
                 messages.append(pb.Tool(name=tool.name, host_callable=True))
@@ -287,8 +303,8 @@ class AgentEnvironment(Environment):
                     self._calls.extend(completions)
                 response.completions.extend(codec.completion_to_bytes(c) for c in completions)
         except BaseException as exc:  # SystemExit from a tool must not leave the cell waiting
-            response.error = str(exc)
-            response.error_type = type(exc).__name__
+            response.error = codec.text(str(exc))
+            response.error_type = codec.text(type(exc).__name__)
         finally:
             if client is not None:
                 client.respond(response)
@@ -356,7 +372,10 @@ class AgentEnvironment(Environment):
     def load_context(self, payload: Any, index: int) -> None:
         """Stream ``payload`` to the agent in chunks (never as source text)."""
         client = self._require_client()
-        encoded = codec.encode_context_lazily(payload)
+        try:
+            encoded = codec.encode_context_lazily(payload)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ContextError(f"context {index}: {exc}") from exc
         shared = self._launcher.shared_dir() if self._launcher is not None else None
         if shared is not None and encoded.total_bytes >= SHARED_FILE_MIN_BYTES:
             self._load_context_file(client, shared, index, encoded)
@@ -416,7 +435,7 @@ class AgentEnvironment(Environment):
             self._calls = []
         try:
             response = client.stub.Execute(
-                pb.ExecuteRequest(code=code, timeout=cell_timeout),
+                pb.ExecuteRequest(code=codec.text(code), timeout=cell_timeout),
                 metadata=client.metadata,
                 timeout=rpc_deadline,
             )
@@ -447,7 +466,7 @@ class AgentEnvironment(Environment):
         client = self._require_client()
         try:
             value = client.stub.GetVariable(
-                pb.GetVariableRequest(name=name), metadata=client.metadata
+                pb.GetVariableRequest(name=codec.text(name)), metadata=client.metadata
             )
         except grpc.RpcError as exc:
             raise self._failure(exc, f"reading {name!r}") from None
@@ -464,7 +483,7 @@ class AgentEnvironment(Environment):
         codec.check_size(f"the value of {name!r}", len(data))
         try:
             client.stub.SetVariable(
-                pb.SetVariableRequest(name=name, json=data, extend=extend),
+                pb.SetVariableRequest(name=codec.text(name), json=data, extend=extend),
                 metadata=client.metadata,
             )
         except grpc.RpcError as exc:

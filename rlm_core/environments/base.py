@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
-from rlm_core.types import Messages, REPLResult, RLMChatCompletion
+from rlm_core.environments.settings import (
+    Setting,
+    check_environment_settings,
+    declared_settings,
+    environment_name,
+    given_settings,
+    unknown_settings_message,
+)
+from rlm_core.exceptions import ConfigurationError
+from rlm_core.types import Messages, REPLResult, RLMChatCompletion, check_context
 
 # Capability names an environment may declare (the conformance suite checks each claim).
 ISOLATED = "isolated"  # cells cannot touch the host process's memory or files
@@ -143,6 +154,14 @@ class Environment(ABC):
     -> :meth:`close`. The REPL names inside (``context``/``context_N``, ``llm_query``,
     ``llm_query_batched``, ``rlm_query``, ``rlm_query_batched``, ``answer``,
     ``SHOW_VARS``, ``history``) are the same in every environment.
+
+    Settings (``environment_kwargs``) are declared as typed keyword parameters of
+    ``__init__``; a subclass passes the ones it does not declare on to its base class with
+    ``**kwargs``. Unknown names and wrong types raise :class:`ConfigurationError` before
+    ``__init__`` runs, and ``__init__`` checks ranges with :meth:`check_range`. The
+    ``RLM`` constructs its environment when it is constructed, so ``__init__`` should only
+    store and check settings and leave everything that costs or holds resources to
+    :meth:`start`.
     """
 
     name: ClassVar[str] = ""
@@ -151,10 +170,67 @@ class Environment(ABC):
     capabilities: ClassVar[frozenset[str]] = frozenset()
     """What this environment guarantees (see the capability constants in this module)."""
 
+    _takes_no_settings: ClassVar[bool] = True  # the walk through __init__s stops here
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """Refuse unknown settings and settings of the wrong type before ``__init__``."""
+        cls.check_settings(given_settings(cls, args, kwargs))
+        return super().__new__(cls)
+
     def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
+        """Settings are the keyword parameters of the subclasses' ``__init__``, which pass
+        the rest on here; whatever arrives here was not declared."""
+        if kwargs:
+            settings = self.settings()
+            raise ConfigurationError(
+                unknown_settings_message(environment_name(type(self)), kwargs, settings)
+            )
         self._context_count = 0
         self._history_count = 0
+
+    # -- settings -----------------------------------------------------------------------
+
+    @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """The declared settings (``environment_kwargs`` this environment accepts)."""
+        return declared_settings(cls)
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigurationError` for an unknown setting or one of the wrong
+        type (ranges are checked by ``__init__``)."""
+        check_environment_settings(cls, settings)
+
+    def check_range(
+        self,
+        setting: str,
+        value: float | None,
+        *,
+        above: float | None = None,
+        at_least: float | None = None,
+        hint: str = "",
+    ) -> None:
+        """Raise :class:`ConfigurationError` unless ``value`` is ``None`` or a finite
+        number greater than ``above`` / at least ``at_least``. ``hint`` is added to the
+        message (what to use instead)."""
+        if value is None:
+            return
+        ok = math.isfinite(value)
+        if above is not None:
+            ok = ok and value > above
+        if at_least is not None:
+            ok = ok and value >= at_least
+        if ok:
+            return
+        bounds = []
+        if above is not None:
+            bounds.append(f"> {above:g}")
+        if at_least is not None:
+            bounds.append(f">= {at_least:g}")
+        raise ConfigurationError(
+            f"the {environment_name(type(self))} environment's setting {setting} must be "
+            f"a finite number {' and '.join(bounds)}, not {value!r}" + (f"; {hint}" if hint else "")
+        )
 
     # -- the contract -------------------------------------------------------------------
 
@@ -203,6 +279,7 @@ class Environment(ABC):
         """Load ``payload`` as the next ``context_N`` (or at ``index``); return N."""
         if index is None:
             index = self._context_count
+        check_context(payload, index)
         self.load_context(payload, index)
         self._context_count = max(self._context_count, index + 1)
         return index

@@ -25,6 +25,7 @@ import threading
 from typing import IO, Any
 
 from rlm_core.bridge.agent_forkserver import MAX_MESSAGE, send
+from rlm_core.bridge.process_tree import kill_tree
 
 UNKNOWN_EXIT = -int(signal.SIGKILL)
 """Return code given to a forked agent whose fork server died before reporting its end."""
@@ -104,7 +105,8 @@ class ForkServer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                text=True,
+                encoding="utf-8",
+                errors="replace",
                 env=env,
                 cwd=self.dir,
                 pass_fds=(theirs.fileno(),),
@@ -180,8 +182,9 @@ class ForkServer:
         child = ForkedProcess(
             int(reply["pid"]),
             open(ours[0], "w", encoding="utf-8"),  # noqa: SIM115  (owned by the process)
-            open(ours[1], encoding="utf-8"),  # noqa: SIM115
-            open(ours[2], encoding="utf-8"),  # noqa: SIM115
+            # A cell may write any bytes to fd 1 and 2.
+            open(ours[1], encoding="utf-8", errors="replace"),  # noqa: SIM115
+            open(ours[2], encoding="utf-8", errors="replace"),  # noqa: SIM115
         )
         with self._children_lock:
             early = self._early_exits.pop(child.pid, None)
@@ -230,8 +233,8 @@ class ForkServer:
         with self._children_lock:
             self._gone = True
             orphans, self._children = list(self._children.values()), {}
-        for child in orphans:  # their parent-death signal ends them; the status is lost
-            child.kill()
+        for child in orphans:  # the status is lost; end them and what their cells started
+            kill_tree(child.pid)
             child._set_exit(UNKNOWN_EXIT)
 
     def _exited(self, pid: int, code: int) -> None:

@@ -25,6 +25,8 @@ class LocalEnvironment(Environment):
 
     Output capture is per thread, so two RLMs running cells in two threads at once each
     get only their own output. ``sys.exit`` in a cell is reported as an error, not fatal.
+    It has no settings of its own; a subclass declares its own as keyword parameters of its
+    ``__init__`` and passes ``**kwargs`` on.
     """
 
     name = "local"

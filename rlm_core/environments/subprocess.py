@@ -28,6 +28,7 @@ from typing import Any
 
 from rlm_core.bridge.auth import make_tls_material, new_token
 from rlm_core.bridge.client import Endpoint
+from rlm_core.bridge.process_tree import kill_tree
 from rlm_core.environments.agent import AgentEnvironment, AgentSecrets, Launcher
 from rlm_core.environments.forkserver import (
     ForkedProcess,
@@ -39,7 +40,6 @@ from rlm_core.exceptions import SandboxError
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 _READY_PREFIX = "RLM-AGENT-READY"
 
 # Children are started from one long-lived thread: Linux sends the parent-death signal when
@@ -141,6 +141,7 @@ class AgentProcess:
         fork: bool = False,
     ) -> None:
         self.config = config
+        self.owner = os.getpid()  # a forked copy of the host must leave it alone
         self.started = time.monotonic()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self.dir = _private_dir()
@@ -197,7 +198,8 @@ class AgentProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            encoding="utf-8",
+            errors="replace",  # a cell may write any bytes to fd 1 and 2
             env=env,
             cwd=self.dir,
             start_new_session=True,
@@ -266,15 +268,49 @@ class AgentProcess:
         return "\n".join(self.stderr_tail)
 
     def terminate(self) -> None:
-        """Kill the child (it holds nothing worth saving) and remove its socket directory."""
+        """Kill the agent, its supervisor and everything its cells started (however they
+        detached themselves), and remove its private directory."""
+        if os.getpid() != self.owner:
+            return
+        _live_agents.discard(self)
         process = self.process
         if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10.0)
-        # The agent leads its own process group: take whatever its cells started with it.
+            kill_tree(process.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10.0)
+        # Without a supervisor (no /proc), the process group is what can be found.
         with contextlib.suppress(OSError):
             os.killpg(process.pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _LiveAgents:
+    """Agents handed to an environment and not yet terminated: stopped when the host exits,
+    so a host that never calls ``close()`` leaves nothing behind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._agents: set[AgentProcess] = set()
+
+    def add(self, agent: AgentProcess) -> None:
+        with self._lock:
+            self._agents.add(agent)
+
+    def discard(self, agent: AgentProcess) -> None:
+        with self._lock:
+            self._agents.discard(agent)
+
+    def forget(self) -> None:
+        """Drop every agent without stopping it (in a forked copy of the host)."""
+        self._lock = threading.Lock()
+        self._agents = set()
+
+    def stop_all(self) -> None:
+        """Stop every agent still running (at host exit)."""
+        with self._lock:
+            agents, self._agents = list(self._agents), set()
+        for agent in agents:
+            agent.terminate()
 
 
 class _Spares:
@@ -365,6 +401,8 @@ class _Spares:
 
 
 _spares = _Spares()
+_live_agents = _LiveAgents()
+atexit.register(_live_agents.stop_all)  # runs first: before the spares and fork servers go
 
 
 def _start_afresh_after_fork() -> None:
@@ -374,6 +412,7 @@ def _start_afresh_after_fork() -> None:
     _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-agent-spawner")
     _spares.forget()
     _fork_servers.forget()
+    _live_agents.forget()
 
 
 os.register_at_fork(after_in_child=_start_afresh_after_fork)
@@ -417,6 +456,7 @@ class SubprocessLauncher(Launcher):
             )
             agent.wait_ready()  # on failure the environment calls terminate()
         self.agent = agent
+        _live_agents.add(agent)
         if self.prewarm:
             _spares.refill(config, self.ready_timeout)
         return agent.endpoint
@@ -481,6 +521,9 @@ class SubprocessEnvironment(AgentEnvironment):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.check_range(
+            "memory_limit_mb", memory_limit_mb, at_least=1, hint="None means no memory limit"
+        )
         self.python = python
         self.memory_limit_mb = memory_limit_mb
         self.env = env
@@ -500,5 +543,8 @@ class SubprocessEnvironment(AgentEnvironment):
 
     @property
     def agent_pid(self) -> int | None:
-        """The current agent process id (changes after a restart)."""
+        """The id of the process that runs the cells (changes after a restart). On Linux
+        it is a child of :attr:`SubprocessLauncher.pid`, the agent's supervisor."""
+        if self.agent_info is not None and self.agent_info.pid:
+            return int(self.agent_info.pid)
         return None if self.launcher is None else self.launcher.pid
