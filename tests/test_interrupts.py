@@ -9,20 +9,16 @@ their own too.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
-import time
-from pathlib import Path
 
 import pytest
+from hosts import Host, wait_gone
 
 from rlm_core.threads import DaemonThreadPool
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 IN_FLIGHT = "RLM-TEST-CALL-IN-FLIGHT"
 
 HOST_SCRIPT = textwrap.dedent(
@@ -83,29 +79,6 @@ HOST_SCRIPT = textwrap.dedent(
 )
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def wait_gone(pid: int) -> bool:
-    for _ in range(600):  # bounded: an agent left behind fails the test instead of hanging it
-        if gone(pid):
-            return True
-        time.sleep(0.05)
-    return gone(pid)
-
-
 # -- a host process interrupted with a call in flight ---------------------------------------
 
 
@@ -121,33 +94,22 @@ def wait_gone(pid: int) -> bool:
     ],
 )
 def test_ctrl_c_ends_the_host_while_a_call_never_returns(environment: str, call: str) -> None:
-    host = subprocess.Popen(
-        [sys.executable, "-c", HOST_SCRIPT, environment, call],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-        start_new_session=True,
-    )
-    try:
-        assert host.stdout is not None
-        line = host.stdout.readline()
-        assert line.startswith(IN_FLIGHT), line + (host.stderr.read() if host.stderr else "")
+    with Host(HOST_SCRIPT, environment, call) as host:
+        line = host.read_line()
+        assert line.startswith(IN_FLIGHT), line
         started = [int(pid) for pid in line.split()[1:]]
-        host.send_signal(signal.SIGINT)
+        host.tracked.extend(started)
+        host.process.send_signal(signal.SIGINT)
         try:
-            out, err = host.communicate(timeout=60)
+            status, out, err = host.finish(timeout=60)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the host did not exit after Ctrl+C ({environment}, {call})")
-        assert host.returncode == 1, err
+        assert status == 1, err
         assert "rlm_core.exceptions.CancellationError: Execution cancelled by user" in err
         assert "the completion returned" not in out
-        # Nothing the host started outlives it (agents, fork servers).
-        assert [pid for pid in started if not wait_gone(pid)] == []
-    finally:
-        if host.poll() is None:
-            os.killpg(host.pid, signal.SIGKILL)
-            host.wait()
+        # Nothing the host started outlives it (agents, fork servers, their directories).
+        assert wait_gone(started) == []
+        assert host.leftovers() == []
 
 
 # -- the pool itself ------------------------------------------------------------------------
@@ -167,22 +129,10 @@ def test_a_worker_blocked_for_ever_does_not_keep_the_interpreter_alive() -> None
         print("leaving", flush=True)
         """
     )
-    host = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-        start_new_session=True,
-    )
-    try:
-        out, err = host.communicate(timeout=30)
-        assert host.returncode == 0, err
+    with Host(script) as host:
+        status, out, err = host.finish(timeout=30)
+        assert status == 0, err
         assert out == "leaving\n"
-    finally:
-        if host.poll() is None:
-            os.killpg(host.pid, signal.SIGKILL)
-            host.wait()
 
 
 def test_results_exceptions_and_map_come_back_in_order() -> None:

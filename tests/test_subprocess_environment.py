@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import hosts
 import pytest
-from hosts import Host
+from hosts import Host, gone
 from scripts import EchoHandler, Script, finish, repl
 
 from rlm_core import RLM
@@ -72,20 +73,6 @@ def launched(env: SubprocessEnvironment) -> int:
     return env.launcher.pid
 
 
-def gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (a zombie waiting for its parent counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")
-
-
 def parent_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -97,12 +84,7 @@ def is_fork_server(pid: int) -> bool:
 
 
 def wait_gone(pid: int, bound: float = 30.0) -> bool:
-    deadline = time.monotonic() + bound
-    while not gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return hosts.wait_gone([pid], bound) == []
 
 
 def child_env() -> dict[str, str]:
