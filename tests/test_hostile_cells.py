@@ -262,6 +262,18 @@ def test_an_interrupt_disarmed_by_an_earlier_cell_still_times_out_the_next(disar
         env.close()
 
 
+def test_a_timed_cell_after_print_was_deleted_times_out_and_keeps_the_state() -> None:
+    env = SubprocessEnvironment(cell_timeout=1, interrupt_grace=10)
+    env.start(Session(subcalls=EchoHandler()))
+    try:
+        assert env.execute("import builtins\ndel builtins.print\nkept = 3").error is None
+        result = env.execute("while True:\n    pass")
+        assert result.error is not None and "CellTimeout" in result.error
+        assert env.execute("print(kept)").stdout == "3\n"
+    finally:
+        env.close()
+
+
 def test_a_sigterm_from_a_cell_is_reported_as_that_not_as_a_lost_host(
     agent: SubprocessEnvironment,
 ) -> None:
