@@ -82,7 +82,8 @@ class _RoutingStream:
         return self._fallback if buf is None else buf
 
     def write(self, text: str) -> int:
-        return int(self._target().write(text))
+        written = self._target().write(text)  # some streams (Ray's workers') return None
+        return len(text) if written is None else int(written)
 
     def writelines(self, lines: list[str]) -> None:
         for line in lines:

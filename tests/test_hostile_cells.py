@@ -78,6 +78,32 @@ def test_replaced_standard_streams_are_put_back(env: Environment) -> None:
     assert (result.stdout, result.stderr) == ("out\n", "err\n")
 
 
+def test_host_output_through_a_stream_whose_write_returns_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Terse:
+        """Like a Ray worker's stdout: ``write`` returns ``None``."""
+
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, text: str) -> None:
+            self.text += text
+
+        def flush(self) -> None:
+            pass
+
+    terse = Terse()
+    monkeypatch.setattr(sys, "stdout", terse)
+    env = started("local")
+    try:
+        assert env.execute("print('in the cell')").stdout == "in the cell\n"
+        print("on the host")  # through the routing stream, to the terse one
+    finally:
+        env.close()
+    assert terse.text == "on the host\n"
+
+
 def test_an_answer_that_cannot_be_turned_into_text_is_the_cells_error(env: Environment) -> None:
     result = env.execute(
         "class Opaque:\n"
