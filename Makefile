@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # editable next to the core, one plain `pip install -e` each.
 MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject.toml))
 
-.PHONY: demo test lint typecheck pytest proto check-proto clean
+.PHONY: demo test lint typecheck pytest proto check-proto chromium clean
 
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(MEMBERS))
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,26 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict rlm_core
 
-pytest: $(STAMP)
+pytest: $(STAMP) chromium
 	$(BIN)/pytest -q
+
+## Headless Chromium for the trajectory viewer's browser test: the Debian package, installed
+## when missing and this is root with apt-get. Otherwise that test skips (fails under CI=true).
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing the Debian chromium package for the viewer's browser test"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && \
+		    apt-get install -y -qq chromium >/dev/null 2>&1; }; } || \
+		echo "chromium could not be installed; the viewer's browser test will skip" \
+			"(and fail under CI=true)"; \
+	else \
+		echo "chromium is missing and cannot be installed here (needs root and apt-get);" \
+			"the viewer's browser test will skip (and fail under CI=true)"; \
+	fi
 
 ## Benchmark rlm-core against rlms 0.1.3 side by side (writes bench/results/latest.md).
 ## `make bench BENCH_ARGS="--only 2 --quick"` re-measures one workload fast.

@@ -28,6 +28,10 @@ _EXPORTS: dict[str, str] = {
     "Backend": "rlm_core.backends.base",
     "LMResponse": "rlm_core.backends.base",
     "LMUsage": "rlm_core.backends.base",
+    "ModelPrice": "rlm_core.pricing",
+    "lookup_price": "rlm_core.pricing",
+    "register_prices": "rlm_core.pricing",
+    "unregister_prices": "rlm_core.pricing",
     "hookimpl": "rlm_core.hookspecs",
     "hookspec": "rlm_core.hookspecs",
     "get_registry": "rlm_core.plugins",
@@ -69,6 +73,7 @@ __all__ = [
     "LMUsage",
     "LimitExceededError",
     "MissingAPIKeyError",
+    "ModelPrice",
     "ModelUsageSummary",
     "PluginError",
     "ProtocolMismatchError",
@@ -90,6 +95,9 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "hookspec",
+    "lookup_price",
+    "register_prices",
+    "unregister_prices",
 ]
 
 if TYPE_CHECKING:
@@ -120,6 +128,7 @@ if TYPE_CHECKING:
     from rlm_core.hookspecs import hookimpl, hookspec
     from rlm_core.logger import RLMLogger
     from rlm_core.plugins import get_registry
+    from rlm_core.pricing import ModelPrice, lookup_price, register_prices, unregister_prices
     from rlm_core.rlm import RLM
     from rlm_core.types import (
         ModelUsageSummary,

@@ -5,6 +5,7 @@
     rlm environments
     rlm backends
     rlm demo
+    rlm view logs/rlm_2026-01-01_12-00-00_1a2b3c4d.jsonl
 
 Exit status: 0 on success, 2 for usage and configuration errors (a missing context file,
 an unknown environment or backend, a missing API key, ...), 3 when a limit stopped the run
@@ -155,6 +156,7 @@ def _cmd_run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
     context = read_context(args.context, stdin)
 
     from rlm_core.logger import RLMLogger
+    from rlm_core.progress import Progress
     from rlm_core.rlm import RLM
 
     backend_kwargs: dict[str, Any] = {}
@@ -176,6 +178,8 @@ def _cmd_run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
         logger=logger,
         verbose=args.verbose,
     )
+    if not args.verbose and not args.quiet:
+        rlm.verbose = Progress(status=True, stream=stderr)  # drawn only if stderr is a terminal
     try:
         result = rlm.completion(context, root_prompt=args.question)
     finally:
@@ -200,7 +204,42 @@ def _cmd_demo(args: argparse.Namespace, stdout: TextIO) -> int:
     return EXIT_OK
 
 
+# -- view -------------------------------------------------------------------------------
+
+
+def _cmd_view(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from rlm_core.viewer import serve, write_html
+
+    if not args.serve:
+        print(write_html(args.logfile, args.output), file=stdout)
+        return EXIT_OK
+    if args.output:
+        print(f"{PROG}: wrote {write_html(args.logfile, args.output)}", file=stderr)
+    server = serve(args.logfile, port=args.port)
+    print(server.url, file=stdout, flush=True)
+    print(
+        f"{PROG}: serving {args.logfile} on {server.url} (each page load re-reads the log; "
+        "Ctrl+C stops)",
+        file=stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 # -- parser -----------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -291,8 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many iterations in a row with a failing cell (exit 3)",
     )
     run.add_argument("--log-dir", help="write the trajectory as JSON lines into this directory")
-    run.add_argument(
-        "--verbose", action="store_true", help="print each iteration's reply, code and output"
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print each iteration's reply, code and output on stdout (on a terminal, above "
+        "live status lines)",
+    )
+    shown.add_argument(
+        "--quiet",
+        action="store_true",
+        help="draw no status lines (by default they are drawn on stderr when it is a terminal)",
     )
 
     sub.add_parser(
@@ -325,6 +373,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="'auto' (default): openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else "
         "the scripted stand-in LM; or a backend name such as 'openai' or 'scripted'",
     )
+
+    view = sub.add_parser(
+        "view",
+        help="show a trajectory log as a self-contained HTML page",
+        description="Write one self-contained HTML page (no network, no external files) for "
+        "a trajectory log written by rlm-core or by rlms 0.1.3: the iteration timeline, each "
+        "iteration's response, code and outputs, the tree of sub-calls and child RLMs, and "
+        "tokens and cost per model and per depth. With --serve, serve it on 127.0.0.1.",
+    )
+    view.add_argument("logfile", help="the .jsonl log (e.g. from `rlm run --log-dir DIR`)")
+    view.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.html",
+        help="where to write the page (default: the log's path ending .html)",
+    )
+    view.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the page on http://127.0.0.1:PORT/ until Ctrl+C (prints the URL on stdout)",
+    )
+    view.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        help="port for --serve (default: 0, a free port chosen by the system)",
+    )
     return parser
 
 
@@ -347,6 +422,8 @@ def main(
             return _cmd_environments(args, stdout)
         if args.command == "backends":
             return _cmd_backends(args, stdout)
+        if args.command == "view":
+            return _cmd_view(args, stdout, stderr)
         return _cmd_demo(args, stdout)
     except LimitExceededError as exc:
         _error(str(exc), stderr)

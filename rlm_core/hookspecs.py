@@ -8,8 +8,9 @@ spec without breaking existing plugins.
 Two kinds of hooks exist:
 
 * **Registration** hooks (``rlm_register_environments``, ``rlm_register_backends``) are
-  how environments and backends become selectable by name. The core passes a ``register``
-  callback; plugins never touch core state directly. Built-ins use the same hooks.
+  how environments and backends become selectable by name, and ``rlm_register_prices``
+  how models get a price. The core passes a ``register`` callback; plugins never touch
+  core state directly. Built-ins use the same hooks.
 * **Event** hooks (``rlm_before_cell``, ``rlm_after_cell``, ``rlm_on_subcall``,
   ``rlm_on_completion``) let logging, metrics and policy plugins observe a run.
 """
@@ -55,6 +56,21 @@ def rlm_register_backends(register: Callable[..., None]) -> None:
     Call ``register(name, factory)`` once per backend, where ``factory(**backend_kwargs)``
     returns a :class:`rlm_core.backends.Backend` (usually the class itself). ``name`` is
     what users pass as ``RLM(backend=name)``.
+    """
+
+
+@hookspec
+def rlm_register_prices(register: Callable[..., None]) -> None:
+    """Register model prices (USD per million tokens), used to cost calls and enforce
+    ``max_budget``.
+
+    Call ``register(model, price)`` once per model, where ``price`` is a
+    :class:`rlm_core.ModelPrice` or a mapping with ``input`` and ``output`` and optionally
+    ``cached_input``, ``cache_write`` and ``long_context`` (see :mod:`rlm_core.pricing`).
+    Plugin prices override the table shipped with rlm-core; prices set with
+    :func:`rlm_core.register_prices` override plugin prices. Two plugins giving different
+    prices for one model is an error. Collected when the plugin is registered: a backend
+    plugin's prices are known once its backend is selected.
     """
 
 

@@ -6,7 +6,7 @@ Third-party plugins are found in the entry-point groups ``rlm.environments`` and
 ``rlm.backends``; **the entry-point name is the name a user selects**, and selecting a name
 imports only that entry point. ``RLM_LOAD_PLUGINS`` (comma-separated entry-point or
 distribution names) is an allow-list: unset allows every installed plugin, empty allows
-none.
+none. Model prices a plugin registers (``rlm_register_prices``) are collected with it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -22,7 +22,13 @@ from typing import Any
 import pluggy
 
 from rlm_core import hookspecs
-from rlm_core.exceptions import PluginError, UnknownBackendError, UnknownEnvironmentError
+from rlm_core.exceptions import (
+    ConfigurationError,
+    PluginError,
+    UnknownBackendError,
+    UnknownEnvironmentError,
+)
+from rlm_core.pricing import ModelPrice
 
 ENVIRONMENT_GROUP = "rlm.environments"
 BACKEND_GROUP = "rlm.backends"
@@ -113,6 +119,8 @@ class PluginRegistry:
         }
         self._loaded_entry_points: set[tuple[str, str]] = set()
         self._dist: dict[str, tuple[str | None, str | None]] = {}
+        self._prices: dict[str, tuple[str, ModelPrice]] = {}
+        self._price_view: Mapping[str, ModelPrice] = {}
         if load_defaults:
             for module_name in DEFAULT_PLUGINS:
                 self.register(importlib.import_module(module_name), name=module_name)
@@ -136,6 +144,8 @@ class PluginRegistry:
             for group in self._groups.values():
                 for key in [k for k, r in group.entries.items() if r.plugin == name]:
                     del group.entries[key]
+            self._prices = {m: v for m, v in self._prices.items() if v[0] != name}
+            self._price_view = {m: price for m, (_, price) in self._prices.items()}
 
     def _collect(self, plugin: object, plugin_name: str) -> None:
         dist, version = self._dist.get(plugin_name, (None, None))
@@ -156,6 +166,39 @@ class PluginRegistry:
                 _g.entries[name] = Registration(name, factory, plugin_name, dist, version)
 
             hook(register=register)
+        self._collect_prices(plugin, plugin_name)
+
+    def _collect_prices(self, plugin: object, plugin_name: str) -> None:
+        hook = getattr(plugin, "rlm_register_prices", None)
+        if hook is None:
+            return
+
+        def register(model: str, price: ModelPrice | Mapping[str, Any]) -> None:
+            if not isinstance(model, str) or not model.strip():
+                raise PluginError(f"plugin {plugin_name!r} registered a price without a model")
+            try:
+                parsed = ModelPrice.parse(model, price)
+            except ConfigurationError as exc:
+                raise PluginError(f"plugin {plugin_name!r}: {exc}") from exc
+            key = model.strip().lower()
+            existing = self._prices.get(key)
+            if existing is not None and existing[0] != plugin_name:
+                if existing[1] == parsed:
+                    return
+                raise PluginError(
+                    f"the price of {model!r} is registered differently by both "
+                    f"{existing[0]!r} and {plugin_name!r}"
+                )
+            self._prices[key] = (plugin_name, parsed)
+
+        try:
+            hook(register=register)
+        finally:
+            self._price_view = {m: price for m, (_, price) in self._prices.items()}
+
+    def prices(self) -> Mapping[str, ModelPrice]:
+        """Model prices registered by plugins (lower-cased model name -> price)."""
+        return self._price_view
 
     # -- entry points -------------------------------------------------------------------
 

@@ -29,9 +29,10 @@ from rlm_core.exceptions import (
     LimitExceededError,
     SandboxRestartedError,
 )
-from rlm_core.logger import RLMLogger
+from rlm_core.logger import RLMLogger, usage_delta
 from rlm_core.parsing import find_code_blocks, format_iteration
 from rlm_core.plugins import get_registry
+from rlm_core.progress import Progress
 from rlm_core.prompts import (
     COMPACTION_NOTE,
     COMPACTION_REQUEST,
@@ -48,7 +49,6 @@ from rlm_core.tokens import DEFAULT_CONTEXT_LIMIT, estimate_message_tokens
 from rlm_core.types import (
     CodeBlock,
     Messages,
-    ModelUsageSummary,
     QueryMetadata,
     REPLResult,
     RLMChatCompletion,
@@ -57,8 +57,7 @@ from rlm_core.types import (
     UsageSummary,
     check_context,
 )
-from rlm_core.usage import Limits, UsageLedger
-from rlm_core.verbose import VerbosePrinter
+from rlm_core.usage import Limits, UsageLedger, check_budget_is_priced
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -254,6 +253,18 @@ class _Run:
     # -- SubcallHandler -----------------------------------------------------------------
 
     def _plain(self, prompt: Any, model: str | None, kind: str) -> RLMChatCompletion:
+        progress = self.rlm.verbose
+        progress.subcall_started()
+        failed = True
+        try:
+            result = self._call_lm(prompt, model)
+            failed = result.error is not None
+        finally:
+            progress.subcall_finished(failed)
+        self._notify(kind, prompt, model, result)
+        return result
+
+    def _call_lm(self, prompt: Any, model: str | None) -> RLMChatCompletion:
         backend = self.backends.route(model, self.rlm.depth + 1)
         name = model or backend.model_name
         exceeded = self.ledger.exceeded()
@@ -271,10 +282,7 @@ class _Run:
                     time.perf_counter() - start,
                 )
             else:
-                self.ledger.record(reply.model, reply.usage)
-                usage = ModelUsageSummary(
-                    1, reply.usage.input_tokens, reply.usage.output_tokens, reply.usage.cost
-                )
+                usage = self.ledger.record(reply.model, reply.usage, self.rlm.depth + 1)
                 result = RLMChatCompletion(
                     root_model=reply.model,
                     prompt=prompt,
@@ -282,7 +290,6 @@ class _Run:
                     usage_summary=UsageSummary({reply.model: usage}),
                     execution_time=time.perf_counter() - start,
                 )
-        self._notify(kind, prompt, model, result)
         return result
 
     def llm_query(self, prompt: Any, model: str | None = None) -> RLMChatCompletion:
@@ -309,6 +316,8 @@ class _Run:
         start = time.perf_counter()
         error: str | None = None
         child = rlm._spawn_child(model, self.ledger, self.backends)
+        child.verbose = rlm.verbose.child()
+        rlm.verbose.child_started(child_depth)
         try:
             result = child.completion(prompt)
         except LimitExceededError as exc:
@@ -319,9 +328,12 @@ class _Run:
             result = _error_completion(name, prompt, error, time.perf_counter() - start)
         finally:
             child.close()
+            rlm.verbose.child_finished(child_depth, error is not None)
             _safe_call(
                 rlm.on_subcall_complete, child_depth, name, time.perf_counter() - start, error
             )
+        if error is not None and child.logger is not None:
+            result.metadata = child.logger.get_trajectory()  # the child's turns until it failed
         self._notify("rlm_query", prompt, model, result)
         return result
 
@@ -433,6 +445,11 @@ class RLM:
                 "compaction_threshold_pct": compaction_threshold_pct,
             }
         )
+        if max_budget is not None:
+            others = zip(other_backends or [], other_backend_kwargs or [], strict=False)
+            check_budget_is_priced(
+                [(backend, backend_kwargs), *((n, kw or {}) for n, kw in others)]
+            )
 
         self.backend = backend
         self.backend_kwargs = backend_kwargs
@@ -449,7 +466,7 @@ class RLM:
         self.other_backends = other_backends
         self.other_backend_kwargs = other_backend_kwargs
         self.logger = logger
-        self.verbose = VerbosePrinter(enabled=verbose)
+        self.verbose = Progress(verbose)
         self.persistent = persistent
         self.custom_tools = custom_tools
         self.custom_sub_tools = custom_sub_tools if custom_sub_tools is not None else custom_tools
@@ -630,7 +647,7 @@ class RLM:
         run.ledger.check(self._best_partial_answer)
         backend = run.backends.for_root(self._model_override)
         reply = backend.complete(list(messages), self._model_override)
-        run.ledger.record(reply.model, reply.usage)
+        run.ledger.record(reply.model, reply.usage, self.depth)
         return reply.text
 
     @staticmethod
@@ -685,7 +702,7 @@ class RLM:
         share its logger, persistent REPL and best partial answer); use one ``RLM`` per
         concurrent task.
         """
-        with self._run_lock:
+        with self._run_lock, self.verbose.running(self.depth, self.max_iterations):
             return self._completion(prompt, root_prompt)
 
     def _completion(self, prompt: Any, root_prompt: str | None) -> RLMChatCompletion:
@@ -703,12 +720,13 @@ class RLM:
             ),
             parent=self._parent_ledger,
         )
+        self.verbose.track(ledger)
         self._best_partial_answer = None
         backends = self._get_backends()
         if self.depth >= self.max_depth:
             return self._fallback_answer(prompt, ledger, backends, start)
         if self.logger is not None:
-            self.logger.clear_iterations()
+            self.logger.start_completion(depth=self.depth)
 
         run = _Run(self, ledger, backends)
         env = self._start_environment(run, prompt)
@@ -735,9 +753,11 @@ class RLM:
         compactions = 0
         for i in range(self.max_iterations):
             run.ledger.check(self._best_partial_answer)
+            usage_before = run.ledger.summary()
             if self.compaction:
                 messages, compactions = self._maybe_compact(messages, run, env, compactions)
             _safe_call(self.on_iteration_start, self.depth, i + 1)
+            self.verbose.iteration_started(self.depth, i + 1, self.max_iterations)
             iter_start = time.perf_counter()
             messages.append(
                 build_user_prompt(
@@ -750,6 +770,7 @@ class RLM:
                 )
             )
             response = self._root_call(messages, run)
+            root_usage = usage_delta(usage_before, run.ledger.summary())
             blocks: list[CodeBlock] = []
             final_answer: str | None = None
             for code in find_code_blocks(response):
@@ -768,7 +789,7 @@ class RLM:
             if response and response.strip():
                 self._best_partial_answer = response
             if self.logger is not None:
-                self.logger.log(iteration)
+                self.logger.log(iteration, root_usage)
             self.verbose.print_iteration(iteration, i + 1)
             _safe_call(self.on_iteration_complete, self.depth, i + 1, iteration.iteration_time)
 
@@ -795,12 +816,14 @@ class RLM:
 
         run.ledger.check(self._best_partial_answer)
         final_prompt = [*messages, {"role": "user", "content": FINAL_ANSWER_REQUEST}]
+        usage_before = run.ledger.summary()
         answer = self._root_call(final_prompt, run)
         if self.logger is not None:
             self.logger.log(
                 RLMIteration(
                     prompt=final_prompt, response=answer, code_blocks=[], final_answer=answer
-                )
+                ),
+                usage_delta(usage_before, run.ledger.summary()),
             )
         return self._finish(prompt, answer, messages, run, env, start)
 
@@ -843,7 +866,7 @@ class RLM:
         ledger.check()
         backend = backends.for_root(self._model_override)
         reply = backend.complete(to_messages(prompt), self._model_override)
-        ledger.record(reply.model, reply.usage)
+        ledger.record(reply.model, reply.usage, self.depth)
         completion = RLMChatCompletion(
             root_model=reply.model,
             prompt=prompt,

@@ -41,15 +41,25 @@ def serialize_value(value: Any) -> Any:
 
 @dataclass
 class ModelUsageSummary:
-    """Calls, tokens and cost spent on one model."""
+    """Calls, tokens and cost spent on one model.
+
+    ``total_input_tokens`` include ``total_cached_input_tokens`` (read from the provider's
+    prompt cache) and ``total_cache_write_tokens`` (written to it). ``total_cost`` is USD
+    when every call's cost is known, else ``None``; ``unpriced_calls`` counts the calls
+    whose cost is unknown.
+    """
 
     total_calls: int = 0
     total_input_tokens: int = 0
     total_output_tokens: int = 0
     total_cost: float | None = None
+    total_cached_input_tokens: int = 0
+    total_cache_write_tokens: int = 0
+    unpriced_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """Serialise in the ``rlms`` shape (``total_cost`` only when known)."""
+        """Serialise in the ``rlms`` shape (``total_cost`` only when known), plus the cache
+        token counts and ``unpriced_calls`` (only when some are)."""
         out: dict[str, Any] = {
             "total_calls": self.total_calls,
             "total_input_tokens": self.total_input_tokens,
@@ -57,32 +67,54 @@ class ModelUsageSummary:
         }
         if self.total_cost is not None:
             out["total_cost"] = self.total_cost
+        out["total_cached_input_tokens"] = self.total_cached_input_tokens
+        out["total_cache_write_tokens"] = self.total_cache_write_tokens
+        if self.unpriced_calls:
+            out["unpriced_calls"] = self.unpriced_calls
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelUsageSummary:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (also reads the ``rlms`` shape)."""
         return cls(
             total_calls=int(data.get("total_calls", 0)),
             total_input_tokens=int(data.get("total_input_tokens", 0)),
             total_output_tokens=int(data.get("total_output_tokens", 0)),
             total_cost=data.get("total_cost"),
+            total_cached_input_tokens=int(data.get("total_cached_input_tokens", 0)),
+            total_cache_write_tokens=int(data.get("total_cache_write_tokens", 0)),
+            unpriced_calls=int(data.get("unpriced_calls", 0)),
         )
 
 
 @dataclass
 class UsageSummary:
-    """Usage per model name."""
+    """Usage per model name, and per depth of the recursion tree in ``by_depth``.
+
+    Depth 0 is the root RLM's own calls; a sub-call made by a cell of an RLM at depth
+    ``d``, and the own calls of a child RLM it spawns, are at depth ``d + 1``.
+    """
 
     model_usage_summaries: dict[str, ModelUsageSummary] = field(default_factory=dict)
+    by_depth: dict[int, UsageSummary] = field(default_factory=dict)
+
+    @property
+    def unpriced_models(self) -> list[str]:
+        """Models some of whose calls have an unknown cost (sorted)."""
+        return sorted(m for m, s in self.model_usage_summaries.items() if s.total_cost is None)
+
+    @property
+    def cost_known(self) -> bool:
+        """Whether the cost of every call is known."""
+        return not self.unpriced_models
 
     @property
     def total_cost(self) -> float | None:
-        """Sum of known costs in USD, or ``None`` when no backend reported a cost."""
-        costs = [
-            s.total_cost for s in self.model_usage_summaries.values() if s.total_cost is not None
-        ]
-        return sum(costs) if costs else None
+        """USD over all models, or ``None`` when there were no calls or the cost of any
+        call is unknown (see :attr:`unpriced_models`)."""
+        if not self.model_usage_summaries or not self.cost_known:
+            return None
+        return sum(s.total_cost or 0.0 for s in self.model_usage_summaries.values())
 
     @property
     def total_input_tokens(self) -> int:
@@ -95,27 +127,44 @@ class UsageSummary:
         return sum(s.total_output_tokens for s in self.model_usage_summaries.values())
 
     @property
+    def total_cached_input_tokens(self) -> int:
+        """Prompt tokens read from a prompt cache, over all models."""
+        return sum(s.total_cached_input_tokens for s in self.model_usage_summaries.values())
+
+    @property
+    def total_cache_write_tokens(self) -> int:
+        """Prompt tokens written to a prompt cache, over all models."""
+        return sum(s.total_cache_write_tokens for s in self.model_usage_summaries.values())
+
+    @property
     def total_calls(self) -> int:
         """LM calls over all models."""
         return sum(s.total_calls for s in self.model_usage_summaries.values())
 
     def to_dict(self) -> dict[str, Any]:
-        """Serialise in the ``rlms`` shape."""
+        """Serialise in the ``rlms`` shape (``total_cost`` only when known), plus
+        ``unpriced_models`` (only when some are) and ``by_depth`` (keys are depths as
+        strings; only when recorded)."""
         out: dict[str, Any] = {
             "model_usage_summaries": {m: s.to_dict() for m, s in self.model_usage_summaries.items()}
         }
         if self.total_cost is not None:
             out["total_cost"] = self.total_cost
+        if self.unpriced_models:
+            out["unpriced_models"] = self.unpriced_models
+        if self.by_depth:
+            out["by_depth"] = {str(d): self.by_depth[d].to_dict() for d in sorted(self.by_depth)}
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UsageSummary:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (also reads the ``rlms`` shape)."""
         return cls(
             {
                 m: ModelUsageSummary.from_dict(s)
                 for m, s in data.get("model_usage_summaries", {}).items()
-            }
+            },
+            {int(d): cls.from_dict(s) for d, s in (data.get("by_depth") or {}).items()},
         )
 
 

@@ -1,8 +1,13 @@
-"""Plain-text progress output for ``RLM(verbose=True)``."""
+"""Plain-text progress output for ``RLM(verbose=True)``.
+
+These lines are all that is printed when the output is not a terminal; on a terminal
+:mod:`rlm_core.progress` prints the same lines above a live status line.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from rlm_core.parsing import truncate
@@ -12,17 +17,31 @@ _PREVIEW = 600
 
 
 class VerbosePrinter:
-    """Prints run metadata, each iteration (reply, code, output) and the final answer."""
+    """Prints run metadata, each iteration (reply, code, output) and the final answer.
 
-    def __init__(self, enabled: bool = True, stream: TextIO | None = None) -> None:
+    Lines go to ``stream`` (default: ``sys.stdout`` at the time of printing), or to
+    ``write`` when given (called with each line, without its newline).
+    """
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        write: Callable[[str], None] | None = None,
+    ) -> None:
         self.enabled = enabled
         self._stream = stream
+        self._write = write
 
     def _out(self, text: str) -> None:
-        if self.enabled:
-            stream = self._stream or sys.stdout
-            stream.write(text + "\n")
-            stream.flush()
+        if not self.enabled:
+            return
+        if self._write is not None:
+            self._write(text)
+            return
+        stream = self._stream or sys.stdout
+        stream.write(text + "\n")
+        stream.flush()
 
     def print_metadata(self, metadata: RLMMetadata) -> None:
         """The run configuration."""

@@ -12,7 +12,12 @@ Replies are deterministic. Token usage is reported as:
 
 * ``prompt_tokens`` / ``input_tokens`` = total characters of the message contents
   (plus the ``system`` prompt for Anthropic requests) ``// 4``;
-* ``completion_tokens`` / ``output_tokens`` = ``len(reply) // 4``.
+* ``completion_tokens`` / ``output_tokens`` = ``len(reply) // 4``;
+* prompt-cache tokens as the providers report them: :attr:`LMServer.cached_tokens` of the
+  prompt tokens (at most all of them) as OpenAI's ``prompt_tokens_details.cached_tokens``
+  (included in ``prompt_tokens``) and Anthropic's ``cache_read_input_tokens``, and
+  :attr:`LMServer.cache_write_tokens` as Anthropic's ``cache_creation_input_tokens``
+  (Anthropic's ``input_tokens`` leave both out). Both are 0 unless set.
 
 :func:`expected_usage` computes the same numbers for a message list.
 
@@ -258,6 +263,10 @@ class LMServer:
         """USD reported in ``usage`` of OpenAI-style replies (``None``: no cost field)."""
         self.cost_style = cost_style
         """``"cost"``: ``usage.cost``; ``"upstream"``: ``usage.cost_details.upstream_...``."""
+        self.cached_tokens = 0
+        """Prompt tokens of each reply reported as read from the prompt cache."""
+        self.cache_write_tokens = 0
+        """Prompt tokens of each Anthropic reply reported as written to the prompt cache."""
         self.ssl_context = ssl_context
         """A server-side TLS context: serve HTTPS (set before :meth:`start`)."""
         self.requests: list[RecordedRequest] = []
@@ -423,6 +432,10 @@ class LMServer:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {
+                    "cached_tokens": min(self.cached_tokens, prompt_tokens),
+                    "audio_tokens": 0,
+                },
             }
             if self.cost is not None:
                 if self.cost_style == "upstream":
@@ -441,6 +454,8 @@ class LMServer:
         output_tokens: int,
         failure: Failure | None,
     ) -> dict[str, Any]:
+        read = min(self.cached_tokens, input_tokens)
+        written = min(self.cache_write_tokens, input_tokens - read)
         payload: dict[str, Any] = {
             "id": "msg_test",
             "type": "message",
@@ -449,7 +464,16 @@ class LMServer:
             "content": [{"type": "text", "text": text}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            "usage": {
+                "input_tokens": input_tokens - read - written,
+                "output_tokens": output_tokens,
+                "cache_read_input_tokens": read,
+                "cache_creation_input_tokens": written,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": written,
+                    "ephemeral_1h_input_tokens": 0,
+                },
+            },
         }
         if failure == "malformed":
             del payload["content"]

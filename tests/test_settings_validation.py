@@ -324,7 +324,6 @@ def test_nonsensical_rlm_arguments_are_refused(argument: str, value: Any, expect
         {"max_depth": 0},
         {"max_iterations": 1},
         {"max_errors": 1},
-        {"max_budget": 1},
         {"max_timeout": 60},
         {"max_tokens": 1_000_000},
         {"max_concurrent_subcalls": 1},
@@ -333,6 +332,11 @@ def test_nonsensical_rlm_arguments_are_refused(argument: str, value: Any, expect
 )
 def test_meaningful_rlm_arguments_are_accepted(arguments: dict[str, Any]) -> None:
     assert make_rlm(**arguments).completion("c").response
+
+
+def test_an_int_max_budget_is_accepted_when_costs_are_known() -> None:
+    kwargs = {"responses": [finish("ok")], "cost_per_token": 1e-6}
+    assert RLM(backend="scripted", backend_kwargs=kwargs, max_budget=1).completion("c").response
 
 
 def test_max_depth_zero_makes_completion_a_plain_lm_call() -> None:

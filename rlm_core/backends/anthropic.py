@@ -145,9 +145,27 @@ class AnthropicBackend(SDKBackend):
             self._warn_no_usage(where)
             tokens = LMUsage(0, 0, None)
         else:
-            tokens = LMUsage(
-                int(getattr(usage, "input_tokens", 0) or 0),
-                int(getattr(usage, "output_tokens", 0) or 0),
-                None,
-            )
+            tokens = anthropic_usage(usage)
         return LMResponse("".join(texts), model, tokens)
+
+
+def anthropic_usage(usage: Any) -> LMUsage:
+    """A Messages API ``usage`` object as :class:`LMUsage`.
+
+    Anthropic's ``input_tokens`` leave out the prompt tokens read from the cache
+    (``cache_read_input_tokens``) and written to it (``cache_creation_input_tokens``);
+    :class:`LMUsage` counts them in ``input_tokens`` and also as ``cached_input_tokens``
+    and ``cache_write_tokens``.
+    """
+
+    def count(name: str) -> int:
+        return int(getattr(usage, name, 0) or 0)
+
+    read = count("cache_read_input_tokens")
+    written = count("cache_creation_input_tokens")
+    return LMUsage(
+        input_tokens=count("input_tokens") + read + written,
+        output_tokens=count("output_tokens"),
+        cached_input_tokens=read,
+        cache_write_tokens=written,
+    )

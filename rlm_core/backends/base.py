@@ -7,7 +7,7 @@ import os
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -22,11 +22,18 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class LMUsage:
-    """Tokens (and cost in USD, when the provider reports it) of one LM call."""
+    """Tokens (and cost in USD, when the provider reports it) of one LM call.
+
+    ``input_tokens`` counts every prompt token, including ``cached_input_tokens`` (read
+    from the provider's prompt cache) and ``cache_write_tokens`` (written to it), which
+    are billed at their own rates.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float | None = None
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,19 @@ class Backend(ABC):
     def context_limit(self, model: str | None = None) -> int | None:
         """The model's context window in tokens when known, else ``None``."""
         return None
+
+    @classmethod
+    def configured_model(cls, backend_kwargs: Mapping[str, Any]) -> str | None:
+        """The model of calls that name none, as known from ``backend_kwargs`` before the
+        backend is created (``model_name`` by default)."""
+        model = backend_kwargs.get("model_name")
+        return str(model) if model else None
+
+    @classmethod
+    def reports_cost(cls, backend_kwargs: Mapping[str, Any]) -> bool:
+        """Whether a backend made with ``backend_kwargs`` reports each call's USD cost
+        itself (``LMUsage.cost``), so no price is needed to enforce ``max_budget``."""
+        return False
 
     def close(self) -> None:
         """Release connections. Called once when the owning RLM is closed."""

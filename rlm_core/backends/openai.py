@@ -55,6 +55,9 @@ _GATEWAY_KEY_VARS: dict[str, str] = {
 }
 """Hosts whose key variable ``backend='openai'`` reads when pointed at them (as ``rlms``)."""
 
+COST_REPORTING_HOSTS = frozenset({"openrouter.ai"})
+"""Hosts whose replies carry each call's cost (read by :func:`extract_cost`)."""
+
 TRANSPORTS = ("auto", "direct", "sdk")
 """Values of the ``transport`` backend_kwarg."""
 
@@ -123,6 +126,22 @@ def extract_cost(usage: Mapping[str, Any]) -> float | None:
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             return float(value)
     return None
+
+
+def extract_usage(usage: Mapping[str, Any]) -> LMUsage:
+    """An OpenAI chat-completions ``usage`` object as :class:`LMUsage`.
+
+    ``prompt_tokens`` (which include cached tokens), ``completion_tokens``,
+    ``prompt_tokens_details.cached_tokens`` and the reported cost (:func:`extract_cost`).
+    """
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    return LMUsage(
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        cost=extract_cost(usage),
+        cached_input_tokens=int(cached or 0),
+    )
 
 
 def client_headers(client: Any) -> dict[str, str]:
@@ -319,6 +338,14 @@ class OpenAIBackend(SDKBackend):
             )
         return self.default_base_url
 
+    @classmethod
+    def reports_cost(cls, backend_kwargs: Mapping[str, Any]) -> bool:
+        """Whether the server is one that reports each call's cost (OpenRouter)."""
+        url = backend_kwargs.get("base_url")
+        if not url and cls.base_url_env:
+            url = os.environ.get(cls.base_url_env)
+        return _host(url or cls.default_base_url) in COST_REPORTING_HOSTS
+
     def _key_policy(self, base_url: str | None) -> tuple[tuple[str, ...], bool]:
         """Environment variables to read for the API key, and whether a key is required."""
         host = _host(base_url)
@@ -374,15 +401,7 @@ class OpenAIBackend(SDKBackend):
         if not isinstance(usage, dict):
             self._warn_no_usage(where)
             return LMResponse(_message_text(content), model, LMUsage(0, 0, None))
-        return LMResponse(
-            _message_text(content),
-            model,
-            LMUsage(
-                int(usage.get("prompt_tokens") or 0),
-                int(usage.get("completion_tokens") or 0),
-                extract_cost(usage),
-            ),
-        )
+        return LMResponse(_message_text(content), model, extract_usage(usage))
 
     def close(self) -> None:
         """Close the direct transport's connections and the SDK's HTTP connection pool."""
@@ -478,6 +497,15 @@ class AzureOpenAIBackend(OpenAIBackend):
 
     def _fallback_model(self) -> str | None:
         return self.azure_deployment
+
+    @classmethod
+    def configured_model(cls, backend_kwargs: Mapping[str, Any]) -> str | None:
+        """``model_name``, else the deployment (``azure_deployment`` or
+        ``AZURE_OPENAI_DEPLOYMENT``)."""
+        deployment = backend_kwargs.get("azure_deployment") or os.environ.get(
+            "AZURE_OPENAI_DEPLOYMENT"
+        )
+        return super().configured_model(backend_kwargs) or deployment or None
 
     def _create_client(
         self, sdk: ModuleType, api_key: str | None, base_url: str | None, kwargs: dict[str, Any]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rlm_core.backends.base import Backend, LMResponse, LMUsage
@@ -53,7 +53,8 @@ class ScriptedBackend(Backend):
     * ``responses``: a list of reply strings served in order, or a callable
       ``f(messages) -> str`` (or ``f(messages, model) -> str``).
     * ``model_name``: reported model name (default ``"scripted"``).
-    * ``cost_per_token``: USD per token, to exercise cost budgets (default: no cost).
+    * ``cost_per_token``: USD per token, reported as each call's cost (default: none, so
+      the cost comes from the price of ``model_name``, if it has one).
     * ``context_window``: tokens reported by :meth:`context_limit` (default 128000).
 
     Thread-safe: list scripts are popped under a lock. Once a list is used up the next call
@@ -122,3 +123,13 @@ class ScriptedBackend(Backend):
     def context_limit(self, model: str | None = None) -> int | None:
         """The configured ``context_window``."""
         return self.context_window
+
+    @classmethod
+    def configured_model(cls, backend_kwargs: Mapping[str, Any]) -> str | None:
+        """``model_name``, else ``"scripted"``."""
+        return super().configured_model(backend_kwargs) or "scripted"
+
+    @classmethod
+    def reports_cost(cls, backend_kwargs: Mapping[str, Any]) -> bool:
+        """Whether ``cost_per_token`` is set."""
+        return backend_kwargs.get("cost_per_token") is not None
