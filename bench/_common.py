@@ -215,6 +215,12 @@ class Script:
         return repl(f"answer['content'] = 'FAILED: ' + {last!r}\nanswer['ready'] = True\n")
 
 
+def instant_answer(messages: Messages) -> str:
+    """The instant LM of the ``eval`` workload: every root call gets the cell that answers
+    ``done`` at once."""
+    return repl(CELL_ANSWER) if _is_root_call(messages) else SUB_REPLY
+
+
 def run_cell(rlm: Any, name: str, context: Any = "hello") -> Any:
     """Run a completion whose cell answers JSON timings (the same call in both systems);
     return the decoded answer."""
@@ -250,6 +256,9 @@ WORKLOADS = (
 )
 """Worker workload names (the driver's workload numbers map onto these)."""
 
+OURS_ONLY_WORKLOADS = ("eval",)
+"""Workloads with no ``rlms`` counterpart at all: only rlm-core's worker runs them."""
+
 
 def emit_fanout(
     one: list[float],
@@ -283,7 +292,7 @@ def worker_main(
     **info: Any,
 ) -> int:
     """Parse a worker's arguments, report ``info`` and run one workload."""
-    assert set(runners) == set(WORKLOADS)
+    assert set(WORKLOADS) <= set(runners) <= set(WORKLOADS) | set(OURS_ONLY_WORKLOADS)
     parser = argparse.ArgumentParser(description="Run one benchmark workload.")
     parser.add_argument("workload", choices=sorted(runners))
     parser.add_argument("--variant", default="local", choices=sorted(variants))

@@ -51,6 +51,7 @@ NUMBERS: dict[str, str] = {
     "fixed": "7",
     "fixed-openai": "7",
     "fanout": "7",
+    "eval": "8",
 }
 """Worker workload name -> workload number of the table."""
 
@@ -71,6 +72,7 @@ CONTEXT_SIZES = (1, 10, 50)
 LATENCY_MS = 50
 BATCH_WIDTH = 64
 FANOUT_WIDTH = 16
+EVAL_TASKS = 1000
 
 
 # -- plan ----------------------------------------------------------------------------------
@@ -155,6 +157,8 @@ def plan(quick: bool, lm_url: str, answer_url: str) -> list[Job]:
             args = ("--reps", n(full, fast), "--width", str(FANOUT_WIDTH))
             args += ("--child-latency-ms", str(latency))
             jobs.append(Job(system, "fanout", "local", args))
+    # 8. `rlm eval` throughput (rlm-core only)
+    jobs.append(Job("ours", "eval", "local", ("--reps", n(3, 1), "--width", str(EVAL_TASKS))))
     return jobs
 
 
@@ -165,7 +169,7 @@ def select(jobs: list[Job], only: list[str]) -> list[Job]:
     wanted = {w.strip() for item in only for w in item.split(",") if w.strip()}
     unknown = wanted - set(NUMBERS) - set(NUMBERS.values())
     if unknown:
-        raise SystemExit(f"unknown workload(s) {sorted(unknown)}: use 1-7 or {sorted(NUMBERS)}")
+        raise SystemExit(f"unknown workload(s) {sorted(unknown)}: use 1-8 or {sorted(NUMBERS)}")
     return [j for j in jobs if j.workload in wanted or NUMBERS[j.workload] in wanted]
 
 
@@ -593,6 +597,57 @@ def build_rows(out: Outcome) -> list[Row]:
                 with_ratio(ours_pair[0], one)
                 with_ratio(ours_pair[1], many)
             rows.extend([one, many])
+    rows.extend(eval_rows(out))
+    return rows
+
+
+def eval_rows(out: Outcome) -> list[Row]:
+    """Workload 8: `rlm eval` throughput and its overhead per task (rlm-core only)."""
+    what = f"`rlm eval`, {EVAL_TASKS:,} one-turn tasks, instant LM: throughput"
+    rows = []
+    for engine, concurrency, label in (
+        ("local", 1, "rlm-core eval, local engine, 1 thread"),
+        ("local", 4, "rlm-core eval, local engine, 4 threads"),
+        ("ray", 2, "rlm-core eval, Ray engine, local 2-CPU cluster, 2 tasks per node"),
+    ):
+        record = out.find("ours", "eval", engine=engine, concurrency=concurrency)
+        if record is None:
+            rows.append(Row("8", what, label, None, None, None, "tasks/s"))
+            continue
+        values = record.values  # the slow tail of a rate is its low percentiles
+        rows.append(
+            Row(
+                "8",
+                what,
+                label,
+                percentile(values, 50),
+                percentile(values, 5),
+                percentile(values, 1),
+                "tasks/s",
+                n=len(values),
+            )
+        )
+    rows.append(Row("8", what, "rlms: no equivalent (no batch runner)", None, None, None, ""))
+    bare = out.find("ours", "eval", mode="bare")
+    rows.append(
+        time_row(
+            "8",
+            "bare `RLM(...)` + one-turn `completion()`, instant LM",
+            bare,
+            "rlm-core local",
+            "ms",
+        )
+    )
+    overhead = out.find("ours", "eval", mode="overhead")
+    rows.append(
+        time_row(
+            "8",
+            "`rlm eval` overhead per task over the bare completion (1 thread)",
+            overhead,
+            "rlm-core eval, local engine",
+            "ms",
+        )
+    )
     return rows
 
 
@@ -770,8 +825,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME",
-        help="run only this workload: 1-7 or subcall, batched, context, cell, e2e, bridge, "
-        "fixed, fixed-openai, fanout (repeatable, or comma-separated)",
+        help="run only this workload: 1-8 or subcall, batched, context, cell, e2e, bridge, "
+        "fixed, fixed-openai, fanout, eval (repeatable, or comma-separated)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import re
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +36,7 @@ from _common import (
     emit,
     fanout_workload,
     fixed_openai_workload,
+    instant_answer,
     measure_cell_overhead,
     measure_context_load,
     run_cell,
@@ -50,6 +55,7 @@ from rlm_core.plugins import get_registry
 from rlm_core.rlm import RLM
 from rlm_core.types import RLMChatCompletion, UsageSummary
 
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 SPARE_PAUSE = 0.4
 """Seconds between completions in the spare-agent fixed-cost run (an agent starts in ~0.1 s)."""
 
@@ -284,6 +290,114 @@ def w_fixed(args: argparse.Namespace) -> None:
         emit("fixed", "s", values, variant=args.variant, mode=mode)
 
 
+EVAL_CONFIG: dict[str, Any] = {
+    "name": "instant",
+    "backend": "scripted",
+    "backend_kwargs": {"responses": "_common:instant_answer", "model_name": "standin"},
+}
+"""Workload 8's configuration: the instant LM, which answers every task in one turn."""
+
+
+def eval_tasks(count: int) -> list[dict[str, Any]]:
+    """``count`` one-turn tasks for workload 8."""
+    question = ROOT_MARKER + "eval"
+    return [
+        {"id": f"t{i:05d}", "context": "hello", "question": question, "answer": "done"}
+        for i in range(count)
+    ]
+
+
+def timed_eval(tasks: list[dict[str, Any]], engine: str, concurrency: int) -> float:
+    """Seconds of one ``rlm_core.eval.run`` over ``tasks`` into a fresh output directory
+    (results fsync'd per task, a trajectory log per task, no plot)."""
+    from rlm_core.eval import run as eval_run
+
+    out = tempfile.mkdtemp(prefix="rlm-bench-eval-")
+    try:
+        start = time.perf_counter()
+        done = eval_run(
+            tasks, EVAL_CONFIG, engine, out_dir=out, concurrency=concurrency, plot=False
+        )
+        elapsed = time.perf_counter() - start
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    if done.scores() != {"instant": 1.0} or done.ran != len(tasks):
+        raise RuntimeError(f"unexpected eval run: {done.to_markdown()}")
+    return elapsed
+
+
+def start_local_ray(temp: str) -> Any:
+    """A local Ray instance on 127.0.0.1 with 2 CPUs whose workers can import ``_common``."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # bind the node to loopback
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))  # no token file in ~/.ray
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (BENCH_DIR, os.environ.get("PYTHONPATH")) if p
+    )
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    return ray
+
+
+def w_eval(args: argparse.Namespace) -> None:
+    """``rlm eval`` of ``--width`` one-turn tasks with an instant LM, ``--reps`` times per
+    engine: throughput on local threads (1 and 4) and on a local 2-CPU Ray cluster (2 tasks
+    per node), and the overhead per task over a bare new-``RLM`` completion."""
+    count = args.width
+    tasks = eval_tasks(count)
+    bare: list[float] = []
+    for _ in range(args.reps):
+        for _ in range(count):
+            start = time.perf_counter()
+            rlm = RLM(
+                backend="scripted",
+                backend_kwargs=dict(EVAL_CONFIG["backend_kwargs"], responses=instant_answer),
+            )
+            rlm.completion("hello", root_prompt=ROOT_MARKER + "eval")
+            rlm.close()
+            bare.append(time.perf_counter() - start)
+    emit("eval", "s", bare, variant=args.variant, mode="bare", tasks=count)
+    bare_mean = sum(bare) / len(bare)
+    walls = {1: [], 4: []}
+    for concurrency, values in walls.items():
+        timed_eval(tasks[:50], "local", concurrency)  # warm-up (imports, first files)
+        values.extend(timed_eval(tasks, "local", concurrency) for _ in range(args.reps))
+        emit(
+            "eval",
+            "tasks/s",
+            [count / v for v in values],
+            variant=args.variant,
+            engine="local",
+            concurrency=concurrency,
+            tasks=count,
+        )
+    emit(
+        "eval",
+        "s",
+        [v / count - bare_mean for v in walls[1]],
+        variant=args.variant,
+        mode="overhead",
+        tasks=count,
+    )
+    temp = tempfile.mkdtemp(prefix="rlm-bench-ray-")
+    ray = start_local_ray(temp)
+    try:
+        timed_eval(tasks[:50], "ray", 2)  # warm-up (Ray starts its workers)
+        values = [timed_eval(tasks, "ray", 2) for _ in range(args.reps)]
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+    emit(
+        "eval",
+        "tasks/s",
+        [count / v for v in values],
+        variant=args.variant,
+        engine="ray",
+        concurrency=2,
+        tasks=count,
+    )
+
+
 w_e2e = e2e_workload(make_rlm, RLM.close)
 w_batched = batched_workload(make_rlm, run_cell, RLM.close)
 w_fanout = fanout_workload(make_rlm, run_cell_answer)
@@ -300,6 +414,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "fixed": w_fixed,
     "fixed-openai": w_fixed_openai,
     "fanout": w_fanout,
+    "eval": w_eval,
 }
 
 

@@ -6,6 +6,7 @@
     rlm backends
     rlm demo
     rlm view logs/rlm_2026-01-01_12-00-00_1a2b3c4d.jsonl
+    rlm eval niah --backend scripted --baseline
 
 Exit status: 0 on success, 2 for usage and configuration errors (a missing context file,
 an unknown environment or backend, a missing API key, ...), 3 when a limit stopped the run
@@ -400,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="port for --serve (default: 0, a free port chosen by the system)",
     )
+
+    from rlm_core.eval.command import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
     return parser
 
 
@@ -424,6 +429,10 @@ def main(
             return _cmd_backends(args, stdout)
         if args.command == "view":
             return _cmd_view(args, stdout, stderr)
+        if args.command == "eval":
+            from rlm_core.eval.command import run_command
+
+            return run_command(args, stdout, stderr)
         return _cmd_demo(args, stdout)
     except LimitExceededError as exc:
         _error(str(exc), stderr)
