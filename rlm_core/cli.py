@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from rlm_core.cli_args import non_negative_int, port, positive_float, positive_int
 from rlm_core.exceptions import (
     CancellationError,
     LimitExceededError,
@@ -236,34 +237,6 @@ def _cmd_view(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 # -- parser -----------------------------------------------------------------------------
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, not {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rlm`` command."""
     parser = argparse.ArgumentParser(
@@ -308,26 +281,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-depth",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=1,
         help="recursion depth: rlm_query spawns child RLMs while depth+1 < max-depth (default: 1)",
     )
     run.add_argument(
         "--max-iterations",
-        type=_positive_int,
+        type=positive_int,
         default=30,
         help="root turns before a final answer is forced (default: 30)",
     )
-    run.add_argument("--max-timeout", type=_positive_float, help="stop after SECONDS (exit 3)")
+    run.add_argument("--max-timeout", type=positive_float, help="stop after SECONDS (exit 3)")
     run.add_argument(
-        "--max-tokens", type=_positive_int, help="stop after this many tokens in total (exit 3)"
+        "--max-tokens", type=positive_int, help="stop after this many tokens in total (exit 3)"
     )
     run.add_argument(
-        "--max-budget", type=_positive_float, help="stop after spending this many USD (exit 3)"
+        "--max-budget", type=positive_float, help="stop after spending this many USD (exit 3)"
     )
     run.add_argument(
         "--max-errors",
-        type=_positive_int,
+        type=positive_int,
         help="stop after this many iterations in a row with a failing cell (exit 3)",
     )
     run.add_argument("--log-dir", help="write the trajectory as JSON lines into this directory")
@@ -397,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     view.add_argument(
         "--port",
-        type=_port,
+        type=port,
         default=0,
         help="port for --serve (default: 0, a free port chosen by the system)",
     )

@@ -6,30 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any, TextIO
 
+from rlm_core.cli_args import non_negative_int, positive_float, positive_int
+
 DEFAULT_OUT = "rlm-eval"
 """Runs go to ``rlm-eval/<suite name>`` unless ``--out`` says otherwise."""
 SUITES_HELP = "niah, oolong, oolong-pairs, codeqa or all"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, not {value}")
-    return value
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -61,9 +42,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--model", help="model name of the default configuration")
     parser.add_argument("--base-url", help="API base URL of the default configuration")
     parser.add_argument("--environment", help="where cells run (default: local)")
-    parser.add_argument("--max-depth", type=_non_negative_int, help="recursion depth (default 1)")
+    parser.add_argument("--max-depth", type=non_negative_int, help="recursion depth (default 1)")
     parser.add_argument(
-        "--max-iterations", type=_positive_int, help="root turns per task (default 30)"
+        "--max-iterations", type=positive_int, help="root turns per task (default 30)"
     )
     parser.add_argument(
         "--baseline",
@@ -82,7 +63,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--address", help="Ray cluster address for --engine ray (default: start a local one)"
     )
     parser.add_argument(
-        "-n", type=_positive_int, help="tasks per context length (bundled suites: default 10)"
+        "-n", type=positive_int, help="tasks per context length (bundled suites: default 10)"
     )
     parser.add_argument(
         "--lengths",
@@ -93,19 +74,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=4,
         help="tasks at once (with --engine ray: per node) (default 4)",
     )
     parser.add_argument(
         "--retries",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=2,
         help="further runs of a task that failed for a retryable reason (default 2)",
     )
     parser.add_argument(
         "--rate-limit",
-        type=_positive_float,
+        type=positive_float,
         metavar="RPS",
         help="LM requests per second toward each provider, shared by all workers (for "
         "configurations that set no rate_limit)",

@@ -108,21 +108,7 @@ def run_task(task: Task, config: RunConfig, log_dir: str | None = None) -> TaskR
     try:
         prepared = task.prepare()
     except Exception as exc:
-        return TaskResult(
-            config=config.name,
-            task_id=task.id,
-            family=task.family,
-            context_length=task.context_length or 0,
-            score=0.0,
-            prediction=None,
-            answer=task.answer,
-            scorer=task.scorer or "",
-            latency=0.0,
-            error_type=type(exc).__name__,
-            error=str(exc),
-            worker=worker_name(),
-            finished_at=time.time(),
-        )
+        return failed_result(task, config, exc, retryable=False)
     logger = None
     if log_dir is not None:
         logger = RLMLogger(
@@ -164,6 +150,29 @@ def run_task(task: Task, config: RunConfig, log_dir: str | None = None) -> TaskR
     if outcome.error is not None:
         _record_error(result, outcome.error)
     return result
+
+
+def failed_result(
+    task: Task, config: RunConfig, exc: BaseException, *, retryable: bool
+) -> TaskResult:
+    """The result of a task that could not run at all (its context could not be made, or
+    the engine could not run it), scored 0."""
+    return TaskResult(
+        config=config.name,
+        task_id=task.id,
+        family=task.family,
+        context_length=task.context_length or 0,
+        score=0.0,
+        prediction=None,
+        answer=task.answer,
+        scorer=task.scorer or "",
+        latency=0.0,
+        error_type=type(exc).__name__,
+        error=" ".join(str(exc).split())[:2000],
+        retryable=retryable,
+        worker=worker_name(),
+        finished_at=time.time(),
+    )
 
 
 def _record_error(result: TaskResult, exc: BaseException) -> None:

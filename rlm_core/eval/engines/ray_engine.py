@@ -27,6 +27,7 @@ from typing import Any
 
 from rlm_core.eval.config import RunConfig
 from rlm_core.eval.engines import Job, Plan, Sink, run_with_retries
+from rlm_core.eval.execute import failed_result
 from rlm_core.eval.ratelimit import TokenBucket, install
 from rlm_core.eval.results import TaskResult
 from rlm_core.eval.tasks import Task
@@ -72,21 +73,7 @@ def run_on_worker(
 def failed(job: Job, exc: BaseException) -> TaskResult:
     """The result of a Ray task that Ray could not run (e.g. its worker kept dying)."""
     task, config = job
-    return TaskResult(
-        config=config.name,
-        task_id=task.id,
-        family=task.family,
-        context_length=task.context_length or 0,
-        score=0.0,
-        prediction=None,
-        answer=task.answer,
-        scorer=task.scorer or "",
-        latency=0.0,
-        error_type=type(exc).__name__,
-        error=" ".join(str(exc).split())[:2000],
-        retryable=True,
-        finished_at=time.time(),
-    )
+    return failed_result(task, config, exc, retryable=True)
 
 
 class RayEngine:
