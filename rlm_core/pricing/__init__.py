@@ -23,7 +23,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -204,21 +204,42 @@ def _key(model: str) -> str:
     return model.strip().lower()
 
 
-def _plugin_prices() -> Mapping[str, ModelPrice]:
-    from rlm_core.plugins import get_registry
+_get_registry: Callable[[], Any] | None = None
 
-    return get_registry().prices()
+
+def _plugin_prices() -> Mapping[str, ModelPrice]:
+    global _get_registry
+    if _get_registry is None:  # imported on first use: the plugin machinery imports this
+        from rlm_core.plugins import get_registry
+
+        _get_registry = get_registry
+    prices: Mapping[str, ModelPrice] = _get_registry().prices()
+    return prices
+
+
+_found: tuple[object, object, dict[str, ModelPrice | None]] = (None, None, {})
+"""Prices looked up so far, valid while the user's and the plugins' prices are the same
+objects (both are replaced, never changed in place, when a price is set)."""
 
 
 def lookup_price(model: str) -> ModelPrice | None:
     """The price of ``model`` (see the module doc for the order), or ``None``."""
-    sources = (_registered, _plugin_prices(), shipped_prices())
+    global _found
+    registered, plugins = _registered, _plugin_prices()
+    seen_registered, seen_plugins, found = _found
+    if seen_registered is not registered or seen_plugins is not plugins:
+        found = {}
+        _found = (registered, plugins, found)
+    if model in found:
+        return found[model]
+    price = None
+    sources = (registered, plugins, shipped_prices())
     for name in model_keys(model):
-        for source in sources:
-            price = source.get(name)
-            if price is not None:
-                return price
-    return None
+        price = next((p for p in (source.get(name) for source in sources) if p is not None), None)
+        if price is not None:
+            break
+    found[model] = price
+    return price
 
 
 def price_call(model: str, usage: LMUsage) -> float | None:
