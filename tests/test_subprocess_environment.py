@@ -1274,3 +1274,37 @@ def test_a_failed_spawn_leaves_no_directory_behind(
             env.start(Session(subcalls=EchoHandler()))
         env.close()
     assert os.listdir(scratch) == []
+
+
+EXITS_WITH_AN_OPEN_SESSION = """
+import atexit, threading
+
+
+def report():  # registered first, so it runs after rlm-core's own exit handlers
+    from rlm_core.bridge.client import _is_grpc_helper
+
+    alive = [t.name for t in threading.enumerate() if _is_grpc_helper(t)]
+    print("gRPC helper threads at exit:", len(alive), flush=True)
+
+
+atexit.register(report)
+
+from rlm_core.environments.base import Session
+from rlm_core.environments.subprocess import SubprocessEnvironment
+from scripts import EchoHandler
+
+env = SubprocessEnvironment()
+env.start(Session(subcalls=EchoHandler()))
+print(env.execute("print(llm_query('hi'))").stdout.strip(), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_host_exiting_with_a_session_open_leaves_no_grpc_thread_running() -> None:
+    # A gRPC daemon thread frozen by the interpreter's shutdown while holding a call's lock
+    # would make that call's finaliser, and so the exit, wait for ever.
+    with Host(EXITS_WITH_AN_OPEN_SESSION) as host:
+        status, out, err = host.finish()
+        assert status == 0, err
+        assert out.splitlines() == ["llm:hi", "gRPC helper threads at exit: 0"], out
+        assert host.leftovers() == []

@@ -7,6 +7,7 @@ sends on it are handed to a dispatcher, answers and heartbeats go back on the sa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -79,6 +80,30 @@ def _leave_inherited_clients_alone() -> None:
 os.register_at_fork(after_in_child=_leave_inherited_clients_alone)
 
 
+def _is_grpc_helper(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is one of the daemon threads gRPC's Python layer runs for a
+    channel's calls (its target comes from ``grpc._cython``; ``Thread._target`` is kept
+    by CPython until the thread ends)."""
+    target = getattr(thread, "_target", None)
+    return thread.daemon and str(getattr(target, "__module__", "")).startswith("grpc")
+
+
+def _close_all_at_exit() -> None:
+    """At interpreter exit: close every connection still open and let gRPC's helper threads
+    finish. A daemon thread frozen by the interpreter's shutdown while it holds a call's
+    lock would make that call's finaliser wait for ever, and the process with it."""
+    for client in list(_clients):
+        if client._owner == os.getpid():
+            client.close(timeout=0.5, send_close=False)
+    deadline = time.monotonic() + 2.0
+    for thread in threading.enumerate():
+        if _is_grpc_helper(thread):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_close_all_at_exit)
+
+
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -113,6 +138,7 @@ class AgentClient:
         self.metadata = auth_metadata(endpoint.token)
         self._outbox: queue.Queue[pb.HostMessage | None] = queue.Queue()
         self._stream: Any = None
+        self._reader: threading.Thread | None = None
         self._closed = threading.Event()
         self.stream_error: str | None = None
         self.last_heard = time.monotonic()
@@ -187,7 +213,8 @@ class AgentClient:
             while not self._closed.wait(heartbeat_interval):
                 self._outbox.put(pb.HostMessage(heartbeat=pb.Heartbeat(sent_at=time.time())))
 
-        threading.Thread(target=read, name="rlm-bridge-reader", daemon=True).start()
+        self._reader = threading.Thread(target=read, name="rlm-bridge-reader", daemon=True)
+        self._reader.start()
         threading.Thread(target=beat, name="rlm-bridge-heartbeat", daemon=True).start()
 
     def respond(self, response: pb.SubcallResponse) -> None:
@@ -214,3 +241,6 @@ class AgentClient:
         if self._stream is not None:
             self._stream.cancel()
         self.channel.close()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout)  # out of gRPC's code before the caller goes on (or exits)
