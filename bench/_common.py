@@ -302,6 +302,7 @@ def worker_main(
     parser.add_argument("--size-mib", type=float, default=1.0)
     parser.add_argument("--lm-url", default="")
     parser.add_argument("--child-latency-ms", type=float, default=0.0)
+    parser.add_argument("--backend", default="openai", choices=FIXED_BACKENDS)
     args = parser.parse_args(argv)
     emit_info(python=sys.version.split()[0], **info)
     log(f"{args.workload} {args.variant}")
@@ -483,19 +484,38 @@ def fanout_workload(
     return w_fanout
 
 
+FIXED_BACKENDS = ("openai", "gemini", "portkey")
+"""Backends the ``fixed-openai`` workload can use as the root LM (``--backend``)."""
+
+
+def fixed_backend_kwargs(backend: str, lm_url: str) -> dict[str, Any]:
+    """``backend_kwargs`` of workload 7's root LM, the same for both systems, against the
+    OpenAI-style ``lm_url``. ``rlms``'s ``gemini`` client takes no address: both systems'
+    Gemini clients read it from ``GOOGLE_GEMINI_BASE_URL``, which this sets."""
+    kwargs: dict[str, Any] = {"base_url": lm_url, "api_key": "dummy", "model_name": "lm"}
+    if backend == "gemini":
+        os.environ["GOOGLE_GEMINI_BASE_URL"] = lm_url.removesuffix("/v1")
+        del kwargs["base_url"]
+    elif backend == "portkey":
+        kwargs["provider"] = "openai"
+    return kwargs
+
+
 def fixed_openai_workload(
     rlm_class: Callable[..., Any], close: Callable[[Any], None]
 ) -> Callable[[argparse.Namespace], None]:
     """Workload 7 over HTTP for one system: a one-turn completion whose root LM is that
-    system's own ``openai`` backend against ``--lm-url`` (a local server whose every reply is
-    :data:`CELL_ANSWER`), with a new RLM each call and with one RLM reused, given that
-    system's ``RLM`` class and ``close``."""
+    system's own ``--backend`` (``openai``, ``gemini`` or ``portkey``) against ``--lm-url`` (a
+    local server whose every reply is :data:`CELL_ANSWER`), with a new RLM each call and with
+    one RLM reused, given that system's ``RLM`` class and ``close``."""
 
     def w_fixed_openai(args: argparse.Namespace) -> None:
+        backend_kwargs = fixed_backend_kwargs(args.backend, args.lm_url)
+
         def new_rlm() -> Any:
             return rlm_class(
-                backend="openai",
-                backend_kwargs={"base_url": args.lm_url, "api_key": "dummy", "model_name": "lm"},
+                backend=args.backend,
+                backend_kwargs=backend_kwargs,
                 environment="local",
                 max_iterations=3,
             )
@@ -514,13 +534,14 @@ def fixed_openai_workload(
 
         new_each()  # warm-up (imports, the first connection)
         values = [timed(new_each) for _ in range(args.reps)]
-        emit("fixed-openai", "s", values, variant=args.variant, mode="new")
+        meta = {"variant": args.variant, "backend": args.backend}
+        emit("fixed-openai", "s", values, mode="new", **meta)
         rlm = new_rlm()
         try:
             one(rlm)
             values = [timed(lambda: one(rlm)) for _ in range(args.reps)]
         finally:
             close(rlm)
-        emit("fixed-openai", "s", values, variant=args.variant, mode="reused")
+        emit("fixed-openai", "s", values, mode="reused", **meta)
 
     return w_fixed_openai

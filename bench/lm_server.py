@@ -1,8 +1,9 @@
 """A local OpenAI-compatible chat-completions server for benchmarks (standard library only).
 
-It listens on 127.0.0.1 only, answers every ``POST .../chat/completions`` with the reply
-``"ok"`` and pseudo-token usage, and waits before answering for the latency named in the
-path: ``http://127.0.0.1:PORT/lat/50/v1`` is a model that takes 50 ms per call,
+It listens on 127.0.0.1 only, answers every ``POST .../chat/completions`` (and every Gemini
+``POST .../models/<model>:generateContent``, in Gemini's shape) with the reply ``"ok"`` and
+pseudo-token usage, and waits before answering for the latency named in the path:
+``http://127.0.0.1:PORT/lat/50/v1`` is a model that takes 50 ms per call,
 ``http://127.0.0.1:PORT/v1`` one that answers at once. Under ``/answer/`` it replies with a
 cell that answers at once (:data:`_common.CELL_ANSWER`) instead, so it can be the root model
 of a one-turn completion. Each request is served by its own thread and connections are kept
@@ -21,6 +22,7 @@ from typing import Any
 from _common import CELL_ANSWER, repl
 
 _LATENCY = re.compile(r"^(?:/answer)?/lat/(\d+(?:\.\d+)?)/")
+_GEMINI = re.compile(r"/models/[^/:]+:generateContent$")
 ANSWER_PREFIX = "/answer/"
 """Path prefix under which the reply is a cell that answers at once."""
 
@@ -40,8 +42,11 @@ class _Handler(BaseHTTPRequestHandler):
             request: dict[str, Any] = json.loads(body)
         except ValueError:
             request = {}
-        prompt_chars = sum(len(str(m.get("content") or "")) for m in request.get("messages", []))
         content = repl(CELL_ANSWER) if self.path.startswith(ANSWER_PREFIX) else "ok"
+        if _GEMINI.search(self.path.partition("?")[0]):
+            self._send(gemini_reply(request, content))
+            return
+        prompt_chars = sum(len(str(m.get("content") or "")) for m in request.get("messages", []))
         reply = {
             "id": "chatcmpl-bench",
             "object": "chat.completion",
@@ -60,6 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "total_tokens": (prompt_chars + 3) // 4 + (len(content) + 3) // 4,
             },
         }
+        self._send(reply)
+
+    def _send(self, reply: dict[str, Any]) -> None:
         data = json.dumps(reply).encode()
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -70,6 +78,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
+
+
+def gemini_reply(request: dict[str, Any], content: str) -> dict[str, Any]:
+    """A Gemini ``generateContent`` reply with ``content`` and pseudo-token usage."""
+    texts = [
+        str(part.get("text") or "")
+        for item in [request.get("systemInstruction") or {}, *request.get("contents", [])]
+        for part in item.get("parts", [])
+    ]
+    prompt = (sum(len(t) for t in texts) + 3) // 4
+    output = (len(content) + 3) // 4
+    return {
+        "candidates": [
+            {"content": {"parts": [{"text": content}], "role": "model"}, "finishReason": "STOP"}
+        ],
+        "usageMetadata": {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": output,
+            "totalTokenCount": prompt + output,
+        },
+        "modelVersion": "bench-lm",
+    }
 
 
 class LMServer(ThreadingHTTPServer):

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import SAMPLE_PREFIX
+from _common import FIXED_BACKENDS, SAMPLE_PREFIX
 from lm_server import LMServer
 
 BENCH = Path(__file__).resolve().parent
@@ -96,7 +96,7 @@ def plan(quick: bool, lm_url: str, answer_url: str) -> list[Job]:
     """Every worker run of a full (or ``quick``) benchmark, in execution order.
 
     ``lm_url`` is the HTTP model of workload 2, ``answer_url`` the one of workload 7's
-    ``openai`` rows (its replies are a cell that answers at once).
+    ``openai`` / ``gemini`` / ``portkey`` rows (its replies are a cell that answers at once).
     """
 
     def n(full: int, fast: int) -> str:
@@ -149,9 +149,10 @@ def plan(quick: bool, lm_url: str, answer_url: str) -> list[Job]:
         ("rlms", "ipython-subprocess", 3, 1),
     ):
         jobs.append(Job(system, "fixed", variant, ("--reps", n(full, fast))))
-    for system, full, fast in (("ours", 100, 10), ("rlms", 5, 2)):
-        args = ("--reps", n(full, fast), "--lm-url", answer_url)
-        jobs.append(Job(system, "fixed-openai", "local", args))
+    for backend in FIXED_BACKENDS:
+        for system, full, fast in (("ours", 100, 10), ("rlms", 5, 2)):
+            args = ("--reps", n(full, fast), "--lm-url", answer_url, "--backend", backend)
+            jobs.append(Job(system, "fixed-openai", "local", args))
     for latency in (0, LATENCY_MS):
         for system, full, fast in (("ours", 30, 5), ("rlms", 5, 2)):
             args = ("--reps", n(full, fast), "--width", str(FANOUT_WIDTH))
@@ -551,16 +552,18 @@ def build_rows(out: Outcome) -> list[Row]:
             return f"<= {limit} ms", row.median is not None and row.median <= limit
 
         pair_rows("7", what, "fixed", "ms", ("local", "subprocess"), fixed_target, mode=mode)
-    for mode, what in (("new", "new `RLM` each call"), ("reused", "reused `RLM`")):
-        pair_rows(
-            "7",
-            f"one-turn completion, `openai` backend (local HTTP model, instant), {what}",
-            "fixed-openai",
-            "ms",
-            ("local",),
-            lambda v, r: ("<= 10 ms", r.median is not None and r.median <= 10),
-            mode=mode,
-        )
+    for backend in FIXED_BACKENDS:
+        for mode, what in (("new", "new `RLM` each call"), ("reused", "reused `RLM`")):
+            pair_rows(
+                "7",
+                f"one-turn completion, `{backend}` backend (local HTTP model, instant), {what}",
+                "fixed-openai",
+                "ms",
+                ("local",),
+                lambda v, r: ("<= 10 ms", r.median is not None and r.median <= 10),
+                mode=mode,
+                backend=backend,
+            )
     for latency in (0, LATENCY_MS):
         lm = "instant LM" if latency == 0 else f"children's LM {latency} ms"
         for system in ("ours", "rlms"):

@@ -51,10 +51,7 @@ PROVIDER_DISTRIBUTIONS: dict[str, str] = {
 
 NOT_YET_BUILT: dict[str, dict[str, str]] = {
     ENVIRONMENT_GROUP: {"ipython": "use 'subprocess' for a separate interpreter process"},
-    BACKEND_GROUP: {
-        "gemini": "use an OpenAI-compatible endpoint through backend='openai' meanwhile",
-        "portkey": "use backend='openai' with Portkey's OpenAI-compatible base_url meanwhile",
-    },
+    BACKEND_GROUP: {},
 }
 """Names ``rlms`` has that rlm-core does not provide yet, with what to do instead."""
 

@@ -1,25 +1,49 @@
-"""A real local HTTP server speaking the OpenAI and Anthropic chat APIs, for tests.
+"""A real local HTTP server speaking the OpenAI, Anthropic and Gemini APIs, for tests.
 
 :class:`LMServer` runs a stdlib :class:`http.server.ThreadingHTTPServer` on
 ``127.0.0.1`` (a free port) in a background thread. It answers
 
 * OpenAI chat completions: ``POST`` to any path ending in ``/chat/completions``
   (``/v1/chat/completions``, ``/chat/completions``, Azure's
-  ``/openai/deployments/<name>/chat/completions``), and
-* Anthropic messages: ``POST`` to any path ending in ``/messages`` (``/v1/messages``).
+  ``/openai/deployments/<name>/chat/completions``); with :attr:`LMServer.portkey_api_key`
+  set it is Portkey's gateway (below);
+* Anthropic messages: ``POST`` to any path ending in ``/messages`` (``/v1/messages``), and
+* Gemini ``generateContent``: ``POST /<version>/models/<model>:generateContent`` (any path
+  prefix; ``tunedModels/<name>`` too), with the API key in ``x-goog-api-key`` or ``?key=``.
 
 Replies are deterministic. Token usage is reported as:
 
-* ``prompt_tokens`` / ``input_tokens`` = total characters of the message contents
-  (plus the ``system`` prompt for Anthropic requests) ``// 4``;
-* ``completion_tokens`` / ``output_tokens`` = ``len(reply) // 4``;
+* ``prompt_tokens`` / ``input_tokens`` / ``promptTokenCount`` = total characters of the
+  message contents (plus the ``system`` prompt for Anthropic requests, the
+  ``systemInstruction`` for Gemini ones) ``// 4``;
+* ``completion_tokens`` / ``output_tokens`` / ``candidatesTokenCount`` = ``len(reply) // 4``;
 * prompt-cache tokens as the providers report them: :attr:`LMServer.cached_tokens` of the
   prompt tokens (at most all of them) as OpenAI's ``prompt_tokens_details.cached_tokens``
-  (included in ``prompt_tokens``) and Anthropic's ``cache_read_input_tokens``, and
+  (included in ``prompt_tokens``), Anthropic's ``cache_read_input_tokens`` and Gemini's
+  ``cachedContentTokenCount`` (included in ``promptTokenCount``), and
   :attr:`LMServer.cache_write_tokens` as Anthropic's ``cache_creation_input_tokens``
-  (Anthropic's ``input_tokens`` leave both out). Both are 0 unless set.
+  (Anthropic's ``input_tokens`` leave both out). Both are 0 unless set;
+* Gemini's thinking tokens: :attr:`LMServer.thoughts_tokens` as ``thoughtsTokenCount``
+  (billed as output, not part of ``candidatesTokenCount``); 0 (and left out) unless set.
 
-:func:`expected_usage` computes the same numbers for a message list.
+:func:`expected_usage` computes the same numbers for a message list. A Gemini request is
+seen by :attr:`LMServer.reply` (and :func:`prompt_chars`) as the equivalent chat request
+(:func:`gemini_as_chat`: ``systemInstruction`` becomes a system message, role ``model``
+becomes ``assistant``), so one reply function serves every API.
+
+Gemini errors have Google's shape, ``{"error": {"code", "message", "status", "details"}}``:
+a missing key is HTTP 403 ``PERMISSION_DENIED``, a wrong one (when
+:attr:`LMServer.gemini_api_key` is set) HTTP 400 ``INVALID_ARGUMENT`` with reason
+``API_KEY_INVALID``, a prompt over :attr:`LMServer.max_input_tokens` HTTP 400
+``INVALID_ARGUMENT``, and a forced 429 ``RESOURCE_EXHAUSTED`` carries a
+``google.rpc.RetryInfo`` when :attr:`LMServer.retry_after` is set.
+
+As Portkey's gateway (:attr:`LMServer.portkey_api_key` set), a chat request needs
+``x-portkey-api-key`` equal to it (else HTTP 401) and a route: ``x-portkey-provider``,
+``x-portkey-virtual-key`` or ``x-portkey-config`` (else HTTP 400); errors are Portkey's
+``{"status": "failure", "message": ...}``, and replies carry ``x-portkey-trace-id`` and
+``x-portkey-provider`` headers. Forced OpenAI-style 429s carry ``retry-after`` when
+:attr:`LMServer.retry_after` is set.
 
 Per test, set :attr:`LMServer.reply` (a function of the request JSON returning the reply
 text), queue failures with :meth:`LMServer.fail_next` (HTTP status codes such as ``429`` or
@@ -30,7 +54,8 @@ number of requests that were being served at once. :attr:`LMServer.connections_o
 counts the client connections accepted (kept-alive connections serve many requests), and
 :meth:`LMServer.drop_connections` closes the open ones, as a server's idle timeout does.
 
-Use it with the ``openai_server`` / ``anthropic_server`` fixtures (function scoped)::
+Use it with the ``openai_server`` / ``anthropic_server`` / ``gemini_server`` /
+``portkey_server`` fixtures (function scoped)::
 
     def test_something(openai_server):
         openai_server.fail_next(429)
@@ -41,6 +66,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import ssl
 import sys
@@ -88,9 +114,33 @@ def content_chars(content: Any) -> int:
 
 
 def prompt_chars(body: dict[str, Any]) -> int:
-    """Total characters of a request's messages (and ``system`` prompt, if any)."""
+    """Total characters of a request's messages (and ``system`` prompt, if any); a Gemini
+    request's ``contents`` and ``systemInstruction``."""
+    if "contents" in body:
+        body = gemini_as_chat(body)
     total = sum(content_chars(m.get("content")) for m in body.get("messages") or [])
     return total + content_chars(body.get("system"))
+
+
+def _gemini_text(content: Any) -> str:
+    parts = content.get("parts") if isinstance(content, dict) else None
+    return "".join(
+        str(p.get("text") or "")
+        for p in parts or []
+        if isinstance(p, dict) and not p.get("thought")
+    )
+
+
+def gemini_as_chat(body: dict[str, Any], model: str = "") -> dict[str, Any]:
+    """A Gemini ``generateContent`` request as the equivalent chat request: ``model``, and
+    ``messages`` with the ``systemInstruction`` first and role ``model`` as ``assistant``."""
+    messages: list[dict[str, Any]] = []
+    if body.get("systemInstruction") is not None:
+        messages.append({"role": "system", "content": _gemini_text(body["systemInstruction"])})
+    for content in body.get("contents") or []:
+        role = "assistant" if content.get("role") == "model" else "user"
+        messages.append({"role": role, "content": _gemini_text(content)})
+    return {"model": model, "messages": messages}
 
 
 def expected_usage(messages: list[dict[str, Any]], reply: str) -> tuple[int, int]:
@@ -119,6 +169,28 @@ class RecordedRequest:
     """Header names are lower-cased."""
     body: Any
     """The decoded JSON body, or ``None`` when it was not JSON."""
+    time: float = 0.0
+    """When it arrived (:func:`time.monotonic`)."""
+
+
+_GEMINI_PATH = re.compile(
+    r"^(?P<prefix>.*)/(?P<version>v1(?:alpha|beta)?)/"
+    r"(?P<model>(?:models|tunedModels)/[^/:]+):generateContent$"
+)
+"""The path of a Gemini ``generateContent`` request."""
+
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+"""The ``google.rpc.Code`` name Google APIs send with each HTTP status."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -157,13 +229,19 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qs(split.query),
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
+            time=time.monotonic(),
         )
         owner._begin(record)
         try:
             if owner.latency:
                 time.sleep(owner.latency)
             failure = owner._pop_failure()
-            if split.path.endswith("/chat/completions"):
+            gemini = _GEMINI_PATH.match(split.path)
+            if gemini:
+                self._serve_gemini(owner, record, gemini.group("model"), failure)
+            elif split.path.endswith("/chat/completions"):
+                if owner.portkey_api_key is not None and not self._portkey_allows(owner, record):
+                    return
                 self._serve(owner, body, failure, api="openai")
             elif split.path.endswith("/messages"):
                 self._serve(owner, body, failure, api="anthropic")
@@ -202,7 +280,86 @@ class _Handler(BaseHTTPRequestHandler):
             payload = owner._anthropic_payload(
                 model, text, prompt_tokens, completion_tokens, failure
             )
+        owner._record_usage(payload.get("usage"))
         self._send_json(200, payload)
+
+    def _serve_gemini(
+        self, owner: LMServer, record: RecordedRequest, model: str, failure: Failure | None
+    ) -> None:
+        key = record.headers.get("x-goog-api-key") or (record.query.get("key") or [None])[0]
+        if not key:
+            self._send_google_error(
+                403,
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call "
+                "this API.",
+            )
+            return
+        if owner.gemini_api_key is not None and key != owner.gemini_api_key:
+            info = {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"},
+            }
+            self._send_google_error(400, "API key not valid. Please pass a valid API key.", [info])
+            return
+        if isinstance(failure, int):
+            self._send_google_error(
+                failure, owner._google_message(failure), owner._details(failure)
+            )
+            return
+        if failure == "disconnect":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if failure == "garbage":
+            self._send_raw(200, b"<html>this is not JSON</html>", "application/json")
+            return
+        body = record.body
+        if not isinstance(body, dict) or not isinstance(body.get("contents"), list):
+            self._send_google_error(
+                400, "* GenerateContentRequest.contents: contents is not specified"
+            )
+            return
+        chat = gemini_as_chat(body, model.split("/", 1)[1])
+        prompt_tokens = prompt_chars(chat) // 4
+        if owner.max_input_tokens is not None and prompt_tokens > owner.max_input_tokens:
+            self._send_google_error(
+                400,
+                f"The input token count ({prompt_tokens}) exceeds the maximum number of tokens "
+                f"allowed ({owner.max_input_tokens}).",
+            )
+            return
+        text = owner.reply(chat)
+        payload = owner._gemini_payload(chat["model"], body, text, prompt_tokens, failure)
+        owner._record_usage(payload.get("usageMetadata"))
+        self._send_json(200, payload)
+
+    def _portkey_allows(self, owner: LMServer, record: RecordedRequest) -> bool:
+        """Check a request's Portkey headers as the gateway does; answer it if they fail."""
+        headers = record.headers
+        if headers.get("x-portkey-api-key") != owner.portkey_api_key:
+            self._send_json(401, {"status": "failure", "message": "Invalid API Key"})
+            return False
+        routes = ("x-portkey-provider", "x-portkey-virtual-key", "x-portkey-config")
+        if not any(headers.get(name) for name in routes):
+            message = "Either x-portkey-config or x-portkey-provider header is required"
+            self._send_json(400, {"status": "failure", "message": message})
+            return False
+        return True
+
+    def _send_google_error(
+        self, status: int, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        error: dict[str, Any] = {
+            "code": status,
+            "message": message,
+            "status": _GOOGLE_STATUS.get(status, "UNKNOWN"),
+        }
+        if details:
+            error["details"] = details
+        self._send_json(status, {"error": error})
 
     def _send_error_status(
         self, status: int, api: Literal["openai", "anthropic"], message: str | None = None
@@ -213,15 +370,31 @@ class _Handler(BaseHTTPRequestHandler):
             payload = {"type": "error", "error": {"type": "api_error", "message": message}}
         else:
             payload = {"error": {"message": message, "type": "test_error", "code": str(status)}}
-        self._send_json(status, payload)
+        owner = self.server.owner
+        headers = {}
+        if status == 429 and owner.retry_after is not None:
+            headers["retry-after"] = f"{owner.retry_after:g}"
+        if owner.portkey_api_key is not None:
+            payload["provider"] = "openai"
+        self._send_json(status, payload, headers)
 
-    def _send_json(self, status: int, payload: Any) -> None:
-        self._send_raw(status, json.dumps(payload).encode(), "application/json")
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        if self.server.owner.portkey_api_key is not None:
+            headers = {**self._portkey_reply_headers(), **(headers or {})}
+        self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
 
-    def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
+    def _portkey_reply_headers(self) -> dict[str, str]:
+        trace = self.headers.get("x-portkey-trace-id") or "trace-from-test-gateway"
+        return {"x-portkey-trace-id": trace, "x-portkey-provider": "openai"}
+
+    def _send_raw(
+        self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -267,9 +440,22 @@ class LMServer:
         """Prompt tokens of each reply reported as read from the prompt cache."""
         self.cache_write_tokens = 0
         """Prompt tokens of each Anthropic reply reported as written to the prompt cache."""
+        self.thoughts_tokens = 0
+        """Thinking tokens of each Gemini reply (``thoughtsTokenCount``)."""
+        self.retry_after: float | None = None
+        """Seconds a forced 429 asks the client to wait (``retry-after`` header; a
+        ``google.rpc.RetryInfo`` for Gemini)."""
+        self.max_input_tokens: int | None = None
+        """Gemini: prompts with more tokens are refused with HTTP 400 ``INVALID_ARGUMENT``."""
+        self.gemini_api_key: str | None = None
+        """Gemini: the only key accepted (``None``: any non-empty key)."""
+        self.portkey_api_key: str | None = None
+        """Serve chat completions as Portkey's gateway, accepting only this key."""
         self.ssl_context = ssl_context
         """A server-side TLS context: serve HTTPS (set before :meth:`start`)."""
         self.requests: list[RecordedRequest] = []
+        self.usages: list[dict[str, Any]] = []
+        """The usage object of every reply sent (``usage``, or Gemini's ``usageMetadata``)."""
         self.in_flight = 0
         self.max_concurrent = 0
         self.connections_opened = 0
@@ -340,6 +526,12 @@ class LMServer:
         """``http://127.0.0.1:PORT/v1`` (an OpenAI-style ``base_url``)."""
         return f"{self.url}/v1"
 
+    @property
+    def gemini_requests(self) -> list[RecordedRequest]:
+        """The Gemini ``generateContent`` requests received so far."""
+        with self._lock:
+            return [r for r in self.requests if _GEMINI_PATH.match(r.path)]
+
     # -- configuration -----------------------------------------------------------------------
 
     def fail_next(self, *failures: Failure) -> None:
@@ -392,6 +584,11 @@ class LMServer:
             self.requests.append(record)
             self.in_flight += 1
             self.max_concurrent = max(self.max_concurrent, self.in_flight)
+
+    def _record_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            with self._lock:
+                self.usages.append(usage)
 
     def _end(self) -> None:
         with self._lock:
@@ -446,6 +643,91 @@ class LMServer:
             payload["usage"] = usage
         return payload
 
+    def _google_message(self, status: int) -> str:
+        if status == 429:
+            message = "You exceeded your current quota, please check your plan and billing details."
+            if self.retry_after is not None:
+                message += f" Please retry in {self.retry_after:g}s."
+            return message
+        if status == 503:
+            return "The model is overloaded. Please try again later."
+        return f"forced HTTP {status} from the test server"
+
+    def _details(self, status: int) -> list[dict[str, Any]]:
+        if status != 429 or self.retry_after is None:
+            return []
+        return [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
+                        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": f"{self.retry_after:g}s",
+            },
+        ]
+
+    def _gemini_payload(
+        self,
+        model: str,
+        request: dict[str, Any],
+        text: str,
+        prompt_tokens: int,
+        failure: Failure | None,
+    ) -> dict[str, Any]:
+        if failure == "malformed":
+            return {"modelVersion": model, "responseId": "resp-test"}
+        if failure == "refusal":
+            return {
+                "promptFeedback": {"blockReason": "SAFETY"},
+                "usageMetadata": {
+                    "promptTokenCount": prompt_tokens,
+                    "totalTokenCount": prompt_tokens,
+                },
+                "modelVersion": model,
+            }
+        parts: list[dict[str, Any]] = [{"text": text}]
+        if failure == "content_parts":
+            half = len(text) // 2
+            parts = [{"text": text[:half]}, {"text": text[half:]}]
+        thinking = (request.get("generationConfig") or {}).get("thinkingConfig") or {}
+        if thinking.get("includeThoughts"):
+            parts.insert(0, {"text": "**Thinking** about the question first.", "thought": True})
+        candidate: dict[str, Any] = {
+            "content": {"parts": parts, "role": "model"},
+            "finishReason": "STOP",
+            "index": 0,
+        }
+        if failure == "null_content":
+            candidate = {"finishReason": "SAFETY", "index": 0}
+        output_tokens = len(text) // 4
+        usage: dict[str, Any] = {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": output_tokens,
+            "totalTokenCount": prompt_tokens + output_tokens + self.thoughts_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+        }
+        cached = min(self.cached_tokens, prompt_tokens)
+        if cached:
+            usage["cachedContentTokenCount"] = cached
+            usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
+        if self.thoughts_tokens:
+            usage["thoughtsTokenCount"] = self.thoughts_tokens
+        payload: dict[str, Any] = {
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": model,
+            "responseId": "resp-test",
+        }
+        if failure == "no_usage":
+            del payload["usageMetadata"]
+        return payload
+
     def _anthropic_payload(
         self,
         model: str,
@@ -495,4 +777,29 @@ def openai_server() -> Iterator[LMServer]:
 def anthropic_server() -> Iterator[LMServer]:
     """A running :class:`LMServer`; point Anthropic backends at ``.url``."""
     with LMServer() as server:
+        yield server
+
+
+GEMINI_TEST_KEY = "gemini-test-key"
+"""The only API key :func:`gemini_server` accepts."""
+
+PORTKEY_TEST_KEY = "pk-test-key"
+"""The only Portkey API key :func:`portkey_server` accepts."""
+
+
+@pytest.fixture
+def gemini_server() -> Iterator[LMServer]:
+    """A running :class:`LMServer` accepting the Gemini key :data:`GEMINI_TEST_KEY`; point
+    Gemini backends at ``.url``."""
+    with LMServer() as server:
+        server.gemini_api_key = GEMINI_TEST_KEY
+        yield server
+
+
+@pytest.fixture
+def portkey_server() -> Iterator[LMServer]:
+    """A running :class:`LMServer` acting as Portkey's gateway for the key
+    :data:`PORTKEY_TEST_KEY`; point Portkey backends at ``.base_url``."""
+    with LMServer() as server:
+        server.portkey_api_key = PORTKEY_TEST_KEY
         yield server

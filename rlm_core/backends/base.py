@@ -17,6 +17,9 @@ from rlm_core.types import Messages, Prompt
 DEFAULT_TIMEOUT = 300.0
 """Seconds one LM API call may take."""
 
+MAX_RETRY_AFTER = 60.0
+"""Longest wait in seconds a server may ask for before a retry (longer: the call fails)."""
+
 T = TypeVar("T")
 
 
@@ -90,10 +93,15 @@ def with_retries(
     backoff: float,
     max_backoff: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
+    retry_after: Callable[[BaseException], float | None] | None = None,
+    max_retry_after: float = MAX_RETRY_AFTER,
 ) -> T:
     """Run ``call``; on a retryable error wait ``backoff * 2**attempt`` (with jitter) and retry.
 
-    After ``max_retries`` retries the last error is raised as :class:`BackendError`.
+    ``retry_after(exc)``, when given, is how long the server asked to wait (``None``: it did
+    not say): the wait is then at least that long. An error whose wait would exceed
+    ``max_retry_after`` seconds is raised at once. After ``max_retries`` retries the last
+    error is raised as :class:`BackendError`.
     """
     attempt = 0
     while True:
@@ -102,12 +110,15 @@ def with_retries(
         except Exception as exc:
             if not is_retryable(exc):
                 raise
+            asked = retry_after(exc) if retry_after is not None else None
+            if asked is not None and asked > max_retry_after:
+                raise
             if attempt >= max_retries:
                 raise BackendError(
                     f"LM call failed after {attempt + 1} attempts: {type(exc).__name__}: {exc}"
                 ) from exc
             delay = min(max_backoff, backoff * (2**attempt)) * (0.5 + random.random() / 2)
-            sleep(delay)
+            sleep(max(delay, asked or 0.0))
             attempt += 1
 
 

@@ -1,7 +1,8 @@
 """Built-in backends, registered in-process through the same hook as plugins.
 
-Backends whose SDKs are optional extras (``openai``, ``anthropic``) import their SDK only
-when a backend is created, so registering and listing backends imports no LM SDK.
+Backends whose SDKs are optional extras (``openai``, ``anthropic``, and ``portkey``, which
+uses the ``openai`` SDK) import their SDK only when a backend is created, and ``gemini``
+needs none, so registering and listing backends imports no LM SDK.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rlm_core.backends.anthropic import AnthropicBackend
+from rlm_core.backends.gemini import GeminiBackend
 from rlm_core.backends.openai import (
     AzureOpenAIBackend,
     OpenAIBackend,
@@ -16,6 +18,7 @@ from rlm_core.backends.openai import (
     VercelBackend,
     VLLMBackend,
 )
+from rlm_core.backends.portkey import PortkeyBackend
 from rlm_core.backends.scripted import ScriptedBackend
 from rlm_core.hookspecs import hookimpl
 
@@ -27,6 +30,8 @@ BUILTIN_BACKENDS: dict[str, Callable[..., object]] = {
     "vllm": VLLMBackend,
     "azure_openai": AzureOpenAIBackend,
     "anthropic": AnthropicBackend,
+    "gemini": GeminiBackend,
+    "portkey": PortkeyBackend,
 }
 """Every built-in backend by name."""
 

@@ -12,9 +12,11 @@ and :class:`HTTPConnectionError` (the exchange failed), all :class:`HTTPError`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import importlib
 import json
+import os
 import socket
 import ssl
 import threading
@@ -34,12 +36,16 @@ class HTTPError(Exception):
 class HTTPStatusError(HTTPError):
     """The server answered with a status outside 2xx."""
 
-    def __init__(self, status_code: int, body: Any) -> None:
+    def __init__(
+        self, status_code: int, body: Any, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(f"Error code: {status_code}")
         self.status_code = status_code
         """The HTTP status."""
         self.body = body
         """The reply body: decoded JSON when it was JSON, else its text."""
+        self.headers: dict[str, str] = {k.lower(): v for k, v in (headers or {}).items()}
+        """The reply headers (names lower-cased)."""
 
 
 class HTTPConnectionError(HTTPError):
@@ -57,6 +63,23 @@ def default_ssl_context() -> ssl.SSLContext:
     except ImportError:
         return ssl.create_default_context()
     return ssl.create_default_context(cafile=certifi.where())
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    cafile = cert_file if cert_file and os.path.isfile(cert_file) else None
+    capath = cert_dir if cert_dir and os.path.isdir(cert_dir) else None
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    return default_ssl_context()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """A verifying TLS context made once per process (and per value of ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR``) and shared: the CA certificates of the file and directory those
+    variables name (when they exist, as ``httpx`` reads them), else
+    :func:`default_ssl_context`."""
+    return _ssl_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
 def proxy_applies(url: str) -> bool:
@@ -118,18 +141,19 @@ class JSONTransport:
 
     # -- the interface -----------------------------------------------------------------------
 
-    def post(self, payload: Any) -> Any:
+    def post(self, payload: Any, path: str | None = None) -> Any:
         """POST ``payload`` as JSON and return the decoded JSON reply.
 
-        Raises :class:`HTTPStatusError` for a non-2xx status, :class:`HTTPConnectionError` /
-        :class:`HTTPTimeoutError` when the exchange fails, :class:`json.JSONDecodeError` when
-        a 2xx reply is not JSON, and :class:`TypeError` / :class:`ValueError` when
-        ``payload`` cannot be encoded.
+        ``path`` (a path with an optional query) is requested instead of the URL's, on the
+        same host and connections. Raises :class:`HTTPStatusError` for a non-2xx status,
+        :class:`HTTPConnectionError` / :class:`HTTPTimeoutError` when the exchange fails,
+        :class:`json.JSONDecodeError` when a 2xx reply is not JSON, and :class:`TypeError` /
+        :class:`ValueError` when ``payload`` cannot be encoded.
         """
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        status, data = self._exchange(body.encode())
+        status, data, headers = self._exchange(body.encode(), path or self._target)
         if not 200 <= status < 300:
-            raise HTTPStatusError(status, _decode(data))
+            raise HTTPStatusError(status, _decode(data), headers)
         return json.loads(data)
 
     def close(self) -> None:
@@ -182,19 +206,20 @@ class JSONTransport:
 
     # -- one exchange ------------------------------------------------------------------------
 
-    def _exchange(self, body: bytes) -> tuple[int, bytes]:
-        """Send ``body``; the reply's status and body. Replaces a stale kept-alive connection."""
+    def _exchange(self, body: bytes, target: str) -> tuple[int, bytes, dict[str, str]]:
+        """Send ``body`` to ``target``; the reply's status, body and headers. Replaces a stale
+        kept-alive connection."""
         conn = self._acquire()
         try:
             reused = conn.sock is not None
             try:
-                result = self._roundtrip(conn, body)
+                result = self._roundtrip(conn, body, target)
             except ConnectionError:
                 # A kept-alive connection the server closed before it read the request.
                 if not reused or self._closed:
                     raise
                 conn.close()
-                result = self._roundtrip(conn, body)  # reconnects
+                result = self._roundtrip(conn, body, target)  # reconnects
         except TimeoutError as exc:
             self._discard(conn)
             raise HTTPTimeoutError(f"no reply within {self._timeout}s") from exc
@@ -207,7 +232,12 @@ class JSONTransport:
         self._release(conn)
         return result
 
-    def _roundtrip(self, conn: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
-        conn.request("POST", self._target, body, self._headers)
+    def _roundtrip(
+        self, conn: http.client.HTTPConnection, body: bytes, target: str
+    ) -> tuple[int, bytes, dict[str, str]]:
+        conn.request("POST", target, body, self._headers)
         response = conn.getresponse()
-        return response.status, response.read()
+        data = response.read()
+        if 200 <= response.status < 300:
+            return response.status, data, {}
+        return response.status, data, {k.lower(): v for k, v in response.getheaders()}

@@ -18,7 +18,6 @@ HTTP 408/429/5xx, connection errors and timeouts, with exponential backoff.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import ssl
 import sys
@@ -29,14 +28,11 @@ from urllib.parse import urlsplit
 
 from rlm_core.backends.base import LMResponse, LMUsage, resolve_api_key
 from rlm_core.backends.http_transport import (
-    HTTPConnectionError,
-    HTTPError,
-    HTTPStatusError,
     JSONTransport,
     default_ssl_context,
     proxy_applies,
 )
-from rlm_core.backends.sdk import ErrorTypes, SDKBackend
+from rlm_core.backends.sdk import DIRECT_ERRORS, SDKBackend, preview
 from rlm_core.exceptions import BackendError
 from rlm_core.types import Messages
 
@@ -68,9 +64,6 @@ query); any other one (``http_client``, ...) needs the SDK."""
 SDK_CALL_OPTIONS = frozenset({"extra_headers", "extra_query", "timeout"})
 """``chat.completions.create`` arguments that are not request-body fields; in
 ``sampling_args`` they need the SDK."""
-
-DIRECT_ERRORS = ErrorTypes(base=HTTPError, status=HTTPStatusError, connection=HTTPConnectionError)
-"""The exceptions of the direct transport, for retries and error messages."""
 
 
 # -- sampling args (as rlms) -----------------------------------------------------------------
@@ -195,16 +188,6 @@ def _message_text(content: Any) -> str:
     if isinstance(content, list):  # content parts
         return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
     return str(content)
-
-
-def _preview(data: Any, limit: int = 200) -> str:
-    if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if v is not None}
-    try:
-        text = json.dumps(data, default=str)
-    except ValueError:
-        text = repr(data)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- backends --------------------------------------------------------------------------------
@@ -386,7 +369,7 @@ class OpenAIBackend(SDKBackend):
         data = reply_data(response)
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
-            raise BackendError(f"{where}: malformed reply: no `choices` ({_preview(data)})")
+            raise BackendError(f"{where}: malformed reply: no `choices` ({preview(data)})")
         choice = choices[0] if isinstance(choices[0], dict) else {}
         message = choice.get("message")
         if not isinstance(message, dict):

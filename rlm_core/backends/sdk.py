@@ -1,9 +1,9 @@
-"""What the backends built on a vendor SDK (``openai``, ``anthropic``) share.
+"""What the network backends (``openai``, ``anthropic``, ``gemini``, ...) share.
 
-:class:`SDKBackend` imports its SDK when a backend is created, not when this module is
-imported. It turns the SDK's own retries off and retries calls itself on HTTP 408/429/5xx,
-connection errors and timeouts, with exponential backoff, and reports every failure as one
-:class:`BackendError` line.
+:class:`RemoteBackend` retries calls on HTTP 408/429/5xx, connection errors and timeouts,
+with exponential backoff, and reports every failure as one :class:`BackendError` line.
+:class:`SDKBackend` is one built on a vendor SDK: it imports the SDK when a backend is
+created, not when this module is imported, and turns the SDK's own retries off.
 """
 
 from __future__ import annotations
@@ -12,17 +12,22 @@ import importlib
 import inspect
 import json
 import logging
+import math
 import operator
+import re
 import sys
 import threading
+import time
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
 from rlm_core.backends.base import DEFAULT_TIMEOUT, Backend, LMResponse, with_retries
 from rlm_core.backends.context_limits import context_limit as lookup_context_limit
+from rlm_core.backends.http_transport import HTTPConnectionError, HTTPError, HTTPStatusError
 from rlm_core.exceptions import BackendError
 from rlm_core.types import Messages
 
@@ -124,6 +129,75 @@ def describe_error(exc: BaseException, status_error: type[BaseException], timeou
     return f"{type(exc).__name__}: {exc}{detail}"
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
+"""A protobuf ``Duration`` in JSON (``"17s"``, ``"0.250s"``)."""
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if not isinstance(headers, Mapping):
+        return None
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if str(k).lower() == name), None)
+    return None if value is None else str(value)
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def _retry_info(body: Any) -> float | None:
+    """``retryDelay`` of a ``google.rpc.RetryInfo`` in a Google API error body."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("rpc.RetryInfo"):
+            match = _DURATION.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """How long the server asked to wait before retrying a failed request, if it said.
+
+    Read from the response headers ``retry-after-ms`` and ``Retry-After`` (seconds or an
+    HTTP date), then from a ``google.rpc.RetryInfo`` detail (``retryDelay``) in the error
+    body. Works with :class:`~rlm_core.backends.http_transport.HTTPStatusError` and the SDKs'
+    status errors (their ``response.headers`` and ``body``).
+    """
+    headers = getattr(exc, "headers", None)
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+    millis = _seconds(_header(headers, "retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    seconds = _seconds(_header(headers, "retry-after"))
+    if seconds is not None:
+        return seconds
+    return _retry_info(getattr(exc, "body", None))
+
+
+def preview(data: Any, limit: int = 200) -> str:
+    """``data`` as JSON (``None`` fields of a dict left out), cut to ``limit`` characters."""
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if v is not None}
+    try:
+        text = json.dumps(data, default=str)
+    except ValueError:
+        text = repr(data)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 @dataclass(frozen=True)
 class ErrorTypes:
     """The exception classes of one way of calling an API (an SDK, or a plain HTTP client)."""
@@ -134,6 +208,11 @@ class ErrorTypes:
     """The server answered with an error status (has ``status_code``, and ``body``)."""
     connection: type[BaseException]
     """The exchange failed (connection errors; timeouts subclass it)."""
+
+
+DIRECT_ERRORS = ErrorTypes(base=HTTPError, status=HTTPStatusError, connection=HTTPConnectionError)
+"""The exceptions of :class:`~rlm_core.backends.http_transport.JSONTransport`, for retries
+and error messages."""
 
 
 class UsageWarning:
@@ -197,18 +276,126 @@ def split_known(
     )
 
 
-# -- the base class --------------------------------------------------------------------------
+# -- the base classes ------------------------------------------------------------------------
 
 
-class SDKBackend(Backend):
+class RemoteBackend(Backend):
+    """A backend that calls an LM API over the network.
+
+    The constructor checks ``max_retries`` / ``retry_backoff``. :meth:`complete` builds the
+    request with :meth:`_request`, sends it with :meth:`_send` (which runs the exchange
+    through :meth:`_call`: retries, and errors turned into :class:`BackendError`) and reads
+    the reply with :meth:`_parse`.
+    """
+
+    honours_retry_after: ClassVar[bool] = False
+    """Whether a retried call waits at least as long as the server asks (``Retry-After``,
+    ``retry-after-ms``, or a ``google.rpc.RetryInfo`` in the error body)."""
+
+    base_url: str
+    """The URL requests go to."""
+    _errors: ErrorTypes
+
+    def __init__(
+        self,
+        model_name: str | None = None,
+        sampling_args: dict[str, Any] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model_name=model_name, sampling_args=sampling_args, timeout=timeout, **kwargs
+        )
+        check_retry_settings(max_retries, retry_backoff)
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self._default_model = model_name or self._fallback_model()
+        if self._default_model:
+            self.model_name = self._default_model
+        self._warn_no_usage = UsageWarning()
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def _fallback_model(self) -> str | None:
+        """The default model when ``model_name`` is not given."""
+        return None
+
+    @abstractmethod
+    def _request(self, model: str, messages: Messages) -> dict[str, Any]:
+        """The request of one call."""
+
+    @abstractmethod
+    def _send(self, request: dict[str, Any], where: str) -> Any:
+        """Send ``request`` (from :meth:`_request`) through :meth:`_call`; the reply."""
+
+    @abstractmethod
+    def _parse(self, response: Any, model: str, where: str) -> LMResponse:
+        """The reply as an :class:`LMResponse`; :class:`BackendError` when it is malformed."""
+
+    def _describe(self, exc: BaseException, kinds: ErrorTypes) -> str:
+        """A one-line description of a failed exchange (see :func:`describe_error`)."""
+        return describe_error(exc, kinds.status, self.timeout)
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    def _where(self, model: str) -> str:
+        return f"{self.name} ({self.base_url}, model {model!r})"
+
+    def _call(self, call: Callable[[], T], where: str, errors: ErrorTypes | None = None) -> T:
+        """Run ``call``, retrying transient errors; any failure becomes a :class:`BackendError`.
+
+        ``errors`` are the exception classes ``call`` raises (default: the backend's).
+        """
+        kinds = errors or self._errors
+        try:
+            return with_retries(
+                call,
+                is_retryable=lambda exc: is_transient(exc, kinds.status, kinds.connection),
+                max_retries=self.max_retries,
+                backoff=self.retry_backoff,
+                retry_after=retry_after_seconds if self.honours_retry_after else None,
+            )
+        except BackendError as exc:  # retries used up
+            last = exc.__cause__ or exc
+            raise BackendError(
+                f"{where}: gave up after {self.max_retries + 1} attempts; last error: "
+                f"{self._describe(last, kinds)}"
+            ) from last
+        except json.JSONDecodeError as exc:
+            raise BackendError(f"{where}: the reply body is not valid JSON ({exc})") from exc
+        except TypeError as exc:
+            raise BackendError(
+                f"{where}: the request arguments were rejected ({exc}); check sampling_args"
+            ) from exc
+        except kinds.base as exc:
+            raise BackendError(f"{where}: {self._describe(exc, kinds)}") from exc
+
+    # -- the Backend interface ---------------------------------------------------------------
+
+    def complete(self, messages: Messages, model: str | None = None) -> LMResponse:
+        """Send ``messages`` to ``model`` (default ``model_name``), retrying transient errors."""
+        used_model = model or self._default_model
+        if not used_model:
+            raise BackendError(
+                f"backend {self.name!r} needs a model: pass backend_kwargs={{'model_name': ...}}"
+            )
+        where = self._where(used_model)
+        reply = self._send(self._request(used_model, messages), where)
+        return self._parse(reply, used_model, where)
+
+    def context_limit(self, model: str | None = None) -> int | None:
+        """The context window of ``model`` (default ``model_name``) when it is a known model."""
+        return lookup_context_limit(model or self._default_model)
+
+
+class SDKBackend(RemoteBackend):
     """A backend that calls an LM API through a vendor SDK.
 
-    The constructor checks ``max_retries`` / ``retry_backoff``, imports the SDK named by
-    :attr:`sdk_module` and creates the client with :meth:`_new_client` (without an HTTP
-    client of its own when :meth:`_settings_only` says requests may go another way).
-    :meth:`complete` builds the request with :meth:`_request`, sends it with :meth:`_send`
-    (through :meth:`_call`: retries, and errors turned into :class:`BackendError`) and reads
-    the reply with :meth:`_parse`.
+    The constructor imports the SDK named by :attr:`sdk_module` and creates the client with
+    :meth:`_new_client` (without an HTTP client of its own when :meth:`_settings_only` says
+    requests may go another way). Requests are sent through the SDK by default.
     """
 
     sdk_module: ClassVar[str]
@@ -230,15 +417,8 @@ class SDKBackend(Backend):
         **client_kwargs: Any,
     ) -> None:
         super().__init__(
-            model_name=model_name, sampling_args=sampling_args, timeout=timeout, **client_kwargs
+            model_name, sampling_args, timeout, max_retries, retry_backoff, **client_kwargs
         )
-        check_retry_settings(max_retries, retry_backoff)
-        self.max_retries = max_retries
-        self.retry_backoff = retry_backoff
-        self._default_model = model_name or self._fallback_model()
-        if self._default_model:
-            self.model_name = self._default_model
-        self._warn_no_usage = UsageWarning()
         sdk = import_sdk(self.sdk_module, self.name)
         self._errors = ErrorTypes(
             base=getattr(sdk, self.sdk_error),
@@ -248,16 +428,11 @@ class SDKBackend(Backend):
         self._sdk = sdk
         self._client_args = (api_key, base_url, dict(client_kwargs))
         self._client: Any = self._new_client(sends=not self._settings_only())
-        self.base_url: str = str(self._client.base_url)
-        """The URL requests go to (as the SDK resolved it)."""
+        self.base_url = str(self._client.base_url)
         self._create_method = operator.attrgetter(self.create_method)
         self._create_params = accepted_params(self._create_method(self._client))
 
     # -- hooks -------------------------------------------------------------------------------
-
-    def _fallback_model(self) -> str | None:
-        """The default model when ``model_name`` is not given."""
-        return None
 
     def _settings_only(self) -> bool:
         """Whether requests may be sent another way than through the SDK client, which is
@@ -269,14 +444,6 @@ class SDKBackend(Backend):
         self, sdk: ModuleType, api_key: str | None, base_url: str | None, kwargs: dict[str, Any]
     ) -> Any:
         """The SDK client (made with :meth:`_make_client`)."""
-
-    @abstractmethod
-    def _request(self, model: str, messages: Messages) -> dict[str, Any]:
-        """Keyword arguments of the request method (built with :meth:`_with_sampling`)."""
-
-    @abstractmethod
-    def _parse(self, response: Any, model: str, where: str) -> LMResponse:
-        """The reply as an :class:`LMResponse`; :class:`BackendError` when it is malformed."""
 
     # -- shared steps ------------------------------------------------------------------------
 
@@ -318,59 +485,9 @@ class SDKBackend(Backend):
             request["extra_body"] = extra_body
         return request
 
-    def _where(self, model: str) -> str:
-        return f"{self.name} ({self.base_url}, model {model!r})"
-
-    def _call(self, call: Callable[[], T], where: str, errors: ErrorTypes | None = None) -> T:
-        """Run ``call``, retrying transient errors; any failure becomes a :class:`BackendError`.
-
-        ``errors`` are the exception classes ``call`` raises (default: the SDK's).
-        """
-        kinds = errors or self._errors
-        try:
-            return with_retries(
-                call,
-                is_retryable=lambda exc: is_transient(exc, kinds.status, kinds.connection),
-                max_retries=self.max_retries,
-                backoff=self.retry_backoff,
-            )
-        except BackendError as exc:  # retries used up
-            last = exc.__cause__ or exc
-            raise BackendError(
-                f"{where}: gave up after {self.max_retries + 1} attempts; last error: "
-                f"{describe_error(last, kinds.status, self.timeout)}"
-            ) from last
-        except json.JSONDecodeError as exc:
-            raise BackendError(f"{where}: the reply body is not valid JSON ({exc})") from exc
-        except TypeError as exc:
-            raise BackendError(
-                f"{where}: the request arguments were rejected ({exc}); check sampling_args"
-            ) from exc
-        except kinds.base as exc:
-            raise BackendError(
-                f"{where}: {describe_error(exc, kinds.status, self.timeout)}"
-            ) from exc
-
     def _send(self, request: dict[str, Any], where: str) -> Any:
         """Send ``request`` (from :meth:`_request`) through the SDK; the reply object."""
         return self._call(lambda: self._create_method(self._client)(**request), where)
-
-    # -- the Backend interface ---------------------------------------------------------------
-
-    def complete(self, messages: Messages, model: str | None = None) -> LMResponse:
-        """Send ``messages`` to ``model`` (default ``model_name``), retrying transient errors."""
-        used_model = model or self._default_model
-        if not used_model:
-            raise BackendError(
-                f"backend {self.name!r} needs a model: pass backend_kwargs={{'model_name': ...}}"
-            )
-        where = self._where(used_model)
-        reply = self._send(self._request(used_model, messages), where)
-        return self._parse(reply, used_model, where)
-
-    def context_limit(self, model: str | None = None) -> int | None:
-        """The context window of ``model`` (default ``model_name``) when it is a known model."""
-        return lookup_context_limit(model or self._default_model)
 
     def close(self) -> None:
         """Close the SDK's HTTP connection pool."""
