@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from rlm_core.types import Messages, REPLResult, RLMIteration
+from rlm_core.types import CappedLocal, LocalText, Messages, REPLResult, RLMIteration
 
 MAX_BLOCK_OUTPUT_CHARS = 20_000
 """Per-cell cap on the REPL output fed back to the root LM."""
@@ -13,6 +14,10 @@ _BLOCK = re.compile(r"```repl[ \t]*\r?\n(.*?)\r?\n[ \t]*```", re.DOTALL)
 _UNCLOSED = re.compile(r"```repl[ \t]*\r?\n(.*)\Z", re.DOTALL)
 
 SIMPLE_TYPES = frozenset({"str", "int", "float", "bool", "list", "dict", "tuple"})
+"""Types of the variables named under "REPL variables" after a cell's output."""
+
+_SIMPLE = (str, int, float, bool, list, dict, tuple)
+_INTERNAL_NAMES = ("__builtins__", "__name__", "__doc__")
 
 
 def find_code_blocks(text: str | None) -> list[str]:
@@ -43,8 +48,26 @@ def truncate(text: str, limit: int = MAX_BLOCK_OUTPUT_CHARS) -> str:
     return f"{text[:limit]}\n... [output truncated: {dropped:,} more characters not shown]"
 
 
+def truncate_block_output(text: str, limit: int = MAX_BLOCK_OUTPUT_CHARS) -> str:
+    """Cut a cell's output for the root LM as ``rlms`` does: ``limit`` characters, then
+    ``... + [N chars...]``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... + [{len(text) - limit} chars...]"
+
+
+def _is_listed(value: Any) -> bool:
+    """Whether a variable's value (as ``REPLResult.locals`` holds it) is of one of the
+    :data:`SIMPLE_TYPES`, which ``rlms`` lists after a cell's output."""
+    if isinstance(value, CappedLocal):
+        return value.get("type") in SIMPLE_TYPES
+    return isinstance(value, _SIMPLE) and not isinstance(value, LocalText)
+
+
 def format_execution_result(result: REPLResult) -> str:
-    """Render one cell's stdout, stderr and variable names for the root LM."""
+    """Render one cell's stdout, stderr and variable names for the root LM, as ``rlms``
+    does: the variables listed are those not private whose values are of one of the
+    :data:`SIMPLE_TYPES`."""
     parts = []
     if result.stdout:
         parts.append(f"\n{result.stdout}")
@@ -52,8 +75,8 @@ def format_execution_result(result: REPLResult) -> str:
         parts.append(f"\n{result.stderr}")
     names = [
         name
-        for name, type_name in result.locals.items()
-        if not name.startswith("_") and type_name in SIMPLE_TYPES
+        for name, value in result.locals.items()
+        if not name.startswith("_") and name not in _INTERNAL_NAMES and _is_listed(value)
     ]
     if names:
         parts.append(f"REPL variables: {names}\n")
@@ -66,13 +89,13 @@ def format_iteration(
     """The messages one iteration adds to the root history.
 
     The assistant reply, then (when code ran) one user message holding every block's
-    output, each truncated to ``max_character_length`` characters with a clear marker.
+    output, each cut to ``max_character_length`` characters by :func:`truncate_block_output`.
     """
     messages: Messages = [{"role": "assistant", "content": iteration.response}]
     multi = len(iteration.code_blocks) > 1
     parts = []
     for i, block in enumerate(iteration.code_blocks):
-        output = truncate(format_execution_result(block.result), max_character_length)
+        output = truncate_block_output(format_execution_result(block.result), max_character_length)
         header = f"REPL output (block {i + 1}):" if multi else "REPL output:"
         parts.append(f"{header}\n{output}")
     if parts:

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from rlm_core.bridge.codec import text
 from rlm_core.environments.base import RESERVED_NAMES, SubcallHandler, ToolSpec
-from rlm_core.types import REPLResult, RLMChatCompletion
+from rlm_core.types import REPLResult, RLMChatCompletion, describe_locals
 
 MAX_CAPTURED_CHARS = 1_000_000
 """Per-stream cap on what one cell's stdout/stderr keeps in memory."""
@@ -174,13 +174,6 @@ def _cell_traceback(exc: BaseException) -> str:
     return text
 
 
-def _safe_describe(value: Any) -> str:
-    try:
-        return _describe(value)
-    except BaseException:  # a hostile metaclass
-        return "object"
-
-
 def _no_input(*_args: Any, **_kwargs: Any) -> str:
     raise RuntimeError("input() is not available in the REPL: there is no one to type")
 
@@ -279,7 +272,12 @@ class REPLNamespace:
 
     def user_variables(self) -> dict[str, Any]:
         """Variables the model can work with (no scaffold, no private names, no tools)."""
-        hidden = {"__builtins__", "answer", "SHOW_VARS", *_SCAFFOLD_FUNCTIONS}
+        return {k: v for k, v in self.reported_variables().items() if k != "answer"}
+
+    def reported_variables(self) -> dict[str, Any]:
+        """The variables a cell's ``REPLResult.locals`` reports, as ``rlms`` does: ``answer``
+        and :meth:`user_variables`, in the order they were first bound."""
+        hidden = {"__builtins__", "SHOW_VARS", *_SCAFFOLD_FUNCTIONS}
         return {
             k: v
             for k, v in list(self.ns.items())
@@ -369,12 +367,16 @@ class REPLNamespace:
             if problem is not None:
                 error = error or problem
                 err.write(problem + "\n")
+            values, ran_code = self._described_locals(reraise_interrupt)
+            if ran_code:  # a __repr__ is the cell's code too
+                _undo_rebinding(saved_builtins, saved_streams)
+                self._restore_scaffold()
         with self._calls_lock:
             calls, self._calls = self._calls, []
         return REPLResult(
             stdout=out.getvalue(),
             stderr=err.getvalue(),
-            locals={k: _safe_describe(v) for k, v in self.user_variables().items()},
+            locals=values,
             execution_time=time.perf_counter() - start,
             rlm_calls=calls,
             final_answer=final,
@@ -392,6 +394,19 @@ class REPLNamespace:
             return None, None
         except BaseException as exc:
             return None, f"AnswerError: answer could not be read: {_describe_exception(exc)}"
+
+    def _described_locals(self, reraise_interrupt: bool) -> tuple[dict[str, Any], bool]:
+        """``REPLResult.locals``: :meth:`reported_variables` rendered by
+        :func:`~rlm_core.types.describe_local` (a timeout may interrupt a hanging
+        ``__repr__``, which is then shown as ``<T>``), and whether the values' own code
+        may have run."""
+        try:
+            with self._interruptible():
+                return describe_locals(self.reported_variables())
+        except KeyboardInterrupt:
+            if reraise_interrupt:
+                raise
+            return {}, True
 
     @contextmanager
     def _interruptible(self) -> Iterator[None]:

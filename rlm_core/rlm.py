@@ -22,12 +22,15 @@ from rlm_core.environments.settings import (
     matches_type,
 )
 from rlm_core.exceptions import (
+    BudgetExceededError,
     CancellationError,
     CellRejectedError,
     ConfigurationError,
     ErrorThresholdExceededError,
     LimitExceededError,
     SandboxRestartedError,
+    TimeoutExceededError,
+    TokenLimitExceededError,
 )
 from rlm_core.logger import RLMLogger, usage_delta
 from rlm_core.parsing import find_code_blocks, format_iteration
@@ -207,6 +210,19 @@ def _error_completion(
     )
 
 
+def _refusal(exceeded: LimitExceededError) -> str:
+    """Why a sub-call was not made, in ``rlms``'s words where it has them
+    (``Timeout exhausted (12.3s of 10.0s)``, ``Budget exhausted (spent $... of $...)``)."""
+    if isinstance(exceeded, TimeoutExceededError):
+        return f"Timeout exhausted ({exceeded.elapsed:.1f}s of {exceeded.timeout:.1f}s)"
+    if isinstance(exceeded, BudgetExceededError) and exceeded.spent >= exceeded.budget:
+        return f"Budget exhausted (spent ${exceeded.spent:.6f} of ${exceeded.budget:.6f})"
+    if isinstance(exceeded, TokenLimitExceededError):
+        used, limit = exceeded.tokens_used, exceeded.token_limit
+        return f"Token limit exhausted ({used:,} of {limit:,} tokens)"
+    return str(exceeded)
+
+
 class _Run:
     """One ``completion`` call: serves its cells' sub-calls on its RLM's worker threads."""
 
@@ -269,7 +285,7 @@ class _Run:
         name = model or backend.model_name
         exceeded = self.ledger.exceeded()
         if exceeded is not None:
-            result = _error_completion(name, prompt, str(exceeded))
+            result = _error_completion(name, prompt, _refusal(exceeded))
         else:
             start = time.perf_counter()
             try:
@@ -308,7 +324,7 @@ class _Run:
         name = model or rlm._root_model_name()
         exceeded = self.ledger.exceeded()
         if exceeded is not None:
-            result = _error_completion(name, prompt, str(exceeded))
+            result = _error_completion(name, prompt, _refusal(exceeded))
             self._notify("rlm_query", prompt, model, result)
             return result
         preview = prompt[:80] if isinstance(prompt, str) else str(prompt)[:80]
@@ -320,8 +336,8 @@ class _Run:
         rlm.verbose.child_started(child_depth)
         try:
             result = child.completion(prompt)
-        except LimitExceededError as exc:
-            error = f"Child RLM stopped: {type(exc).__name__}: {exc}"
+        except BudgetExceededError as exc:
+            error = f"Child RLM budget exceeded - {exc}"
             result = _error_completion(name, prompt, error, time.perf_counter() - start)
         except Exception as exc:
             error = f"Child RLM completion failed - {type(exc).__name__}: {exc}"

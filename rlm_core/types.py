@@ -7,7 +7,7 @@ log readers written for it keep working.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -37,6 +37,364 @@ def serialize_value(value: Any) -> Any:
         return repr(value)
     except Exception:
         return f"<{type(value).__name__}>"
+
+
+MAX_LOCAL_CHARS = 2_000
+"""How many characters of a variable's value ``REPLResult.locals`` keeps; a longer value is
+kept as a :class:`CappedLocal` (see :func:`describe_local`)."""
+
+_MAX_LOCAL_DEPTH = 100
+_JSON_NATIVE = (str, list, tuple, dict)
+_REPR_CONTAINERS: dict[type, str] = {
+    list: "[]",
+    tuple: "()",
+    set: "{}",
+    frozenset: "{}",
+    dict: "{}",
+}
+_SIZED = (str, bytes, bytearray, list, tuple, dict, set, frozenset)
+
+
+class LocalText(str):
+    """A variable's value given as text because it is not JSON-native: ``<module 'm'>`` for
+    a module, ``<function 'f'>`` for a callable (``<type 'C'>`` for a class), else its
+    ``repr`` (``<T>`` when that fails). It is a ``str``, and is logged as one."""
+
+    __slots__ = ()
+
+
+class CappedLocal(dict[str, Any]):
+    """A variable's value too long to keep whole, ``{"capped": True, "type": ...,
+    "length": ..., "prefix": ...}`` (see :func:`describe_local`)."""
+
+
+def _type_name(value: Any) -> str:
+    try:
+        return str.__str__(type(value).__name__)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # a hostile metaclass
+        return "object"
+
+
+def _text_or_failure(render: Any, value: Any) -> str:
+    """``render(value)`` as an exact ``str``, or ``<T>`` when it fails (``KeyboardInterrupt``
+    propagates)."""
+    try:
+        text = render(value)
+        return str.__getitem__(text, slice(None))
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        return f"<{_type_name(value)}>"
+
+
+def _callable_text(value: Any) -> str:
+    """``<function 'f'>``, as ``rlms`` names a callable (by its ``repr`` when it has no
+    ``__name__``)."""
+    try:
+        name = value.__name__
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        name = None
+    if issubclass(type(name), str):
+        text = str.__getitem__(name, slice(None))
+    else:
+        text = _text_or_failure(repr, value)
+    return f"<{_type_name(value)} '{text}'>"
+
+
+class _Rendering:
+    """One bounded rendering of a value: ``left`` is the room still allowed, in characters
+    of its JSON text (counted without escapes, so never more than the real text)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+        self.cut = False
+        self.open: set[int] = set()
+        self.foreign = False  # whether code of the value's own may have run
+
+    def spend(self, chars: int) -> None:
+        self.left -= chars
+        if self.left < 0:
+            self.cut = True
+
+    def text_of(self, value: Any, room: int, depth: int) -> str | None:
+        """The text a value that is not JSON-native is rendered as (at least ``room + 1``
+        characters when it is longer than ``room``), or ``None`` for a JSON-native value."""
+        kind = type(value)
+        if value is None or kind is bool or issubclass(kind, float):
+            return None
+        if issubclass(kind, int):
+            try:
+                int.__repr__(value)
+            except ValueError:  # more digits than int-to-str conversion allows
+                return "<int>"
+            return None
+        if issubclass(kind, str):
+            return None
+        if issubclass(kind, _JSON_NATIVE):
+            return None
+        self.foreign = True
+        if issubclass(kind, ModuleType):
+            return _text_or_failure(lambda m: f"<module '{m.__name__}'>", value)
+        if callable(value):
+            return _callable_text(value)
+        return self.bounded_repr(value, room, depth)
+
+    def bounded_repr(self, value: Any, room: int, depth: int) -> str:
+        """``repr(value)``; for built-in strings, bytes and containers only as much of it as
+        goes past ``room`` characters."""
+        kind = type(value)
+        room = max(room, 0)
+        if kind in (str, bytes, bytearray):
+            return repr(value if len(value) <= room else value[: room + 1])
+        brackets = _REPR_CONTAINERS.get(kind)
+        if brackets is None:
+            self.foreign = True
+            return _text_or_failure(repr, value)
+        if id(value) in self.open or depth >= _MAX_LOCAL_DEPTH:
+            return f"{brackets[0]}...{brackets[1]}"
+        self.open.add(id(value))
+        parts: list[str] = []
+        size = 1  # the text so far, without its closing bracket
+        items = dict.items(value) if kind is dict else kind.__iter__(value)
+        for item in items:
+            if parts and size + 1 > room:
+                break
+            size += 2 if parts else 0
+            if kind is dict:
+                key = self.bounded_repr(item[0], room - size, depth + 1)
+                part = f"{key}: {self.bounded_repr(item[1], room - size - len(key) - 2, depth + 1)}"
+            else:
+                part = self.bounded_repr(item, room - size, depth + 1)
+            parts.append(part)
+            size += len(part)
+        self.open.discard(id(value))
+        body = ", ".join(parts)
+        if kind is tuple and len(parts) == 1:
+            body += ","
+        if kind in (set, frozenset):
+            inner = "{" + body + "}" if parts else ""
+            return f"{kind.__name__}({inner})" if kind is frozenset or not parts else inner
+        return brackets[0] + body + brackets[1]
+
+    def json(self, value: Any, depth: int) -> Any:
+        """``value`` rendered as JSON, as ``rlms`` does, within the room left."""
+        kind = type(value)
+        if kind is str:
+            return self.string(value)
+        if kind in _PLAIN or (kind is int and value.bit_length() < self.limit):
+            self.spend(len(repr(value)))  # as long as its JSON text (shorter for inf)
+            return value
+        if depth >= _MAX_LOCAL_DEPTH:
+            self.spend(self.left + 1)
+            return "..."
+        text = self.text_of(value, max(self.left, 0), depth)
+        if text is not None:
+            return self.string(text)
+        kind = type(value)
+        if value is None or kind is bool:
+            self.spend(4 if value in (None, True) else 5)
+            return value
+        if issubclass(kind, int | float):
+            number = int.__int__(value) if issubclass(kind, int) else float.__float__(value)
+            self.spend(len(repr(number)))
+            return number
+        if issubclass(kind, str):
+            return self.string(value)
+        if id(value) in self.open:
+            return self.string("[...]" if issubclass(kind, list | tuple) else "{...}")
+        self.open.add(id(value))
+        try:
+            if issubclass(kind, dict):
+                return self.mapping(value, depth)
+            return self.sequence(value, kind, depth)
+        finally:
+            self.open.discard(id(value))
+
+    def string(self, text: str) -> str:
+        size = str.__len__(text)
+        keep = size if size + 2 <= self.left else max(self.left, 0) + 1
+        self.spend(size + 2)
+        return str.__getitem__(text, slice(0, keep))
+
+    def sequence(self, value: Any, kind: type, depth: int) -> list[Any]:
+        out: list[Any] = []
+        self.spend(1)
+        for item in (list if issubclass(kind, list) else tuple).__iter__(value):
+            if self.left < 0:
+                return out
+            if out:
+                self.spend(2)
+            out.append(self.json(item, depth + 1))
+        self.spend(1)
+        return out
+
+    def mapping(self, value: Any, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        self.spend(1)
+        for key, item in dict.items(value):
+            if self.left < 0:
+                return out
+            if out:
+                self.spend(2)
+            name = self.key(key)
+            while self.cut and name in out:  # a cut key: its end lies past what is kept
+                name += "~"
+            self.spend(2)
+            out[name] = self.json(item, depth + 1)
+        self.spend(1)
+        return out
+
+    def key(self, key: Any) -> str:
+        """``str(key)``, as ``rlms`` names dict keys."""
+        kind = type(key)
+        if issubclass(kind, str):
+            return self.string(key)
+        if key is None or kind in (bool, int, float):
+            return self.string(str(key))
+        self.foreign = True
+        return self.string(_text_or_failure(str, key))
+
+    def top(self, value: Any) -> Any:
+        """The value as ``REPLResult.locals`` keeps it."""
+        kind = type(value)
+        text = self.text_of(value, self.limit, 0)
+        length: int | None = None
+        if text is not None:
+            if len(text) <= self.limit:
+                return LocalText(text)
+            prefix = text
+        elif issubclass(kind, str):
+            if str.__len__(value) <= self.limit:
+                return str.__getitem__(value, slice(None))
+            prefix = str.__getitem__(value, slice(0, self.limit))
+        else:
+            rendered = self.json(value, 0)
+            if not self.cut:
+                return rendered
+            prefix = json.dumps(rendered, ensure_ascii=False)
+            if not issubclass(kind, _SIZED):
+                length = len(prefix)
+        if length is None:
+            length = _sized_length(value, kind) if issubclass(kind, _SIZED) else len(prefix)
+        return CappedLocal(
+            capped=True, type=_type_name(value), length=length, prefix=prefix[: self.limit]
+        )
+
+
+def _sized_length(value: Any, kind: type) -> int:
+    for base in _SIZED:
+        if issubclass(kind, base):
+            return int(base.__len__(value))
+    return 0
+
+
+def describe_local(value: Any, limit: int = MAX_LOCAL_CHARS) -> Any:
+    """A variable's value as ``REPLResult.locals`` holds it and trajectory logs write it, the
+    way ``rlms`` writes it: ``None``, bools, numbers and strings as themselves, lists, tuples
+    and dicts as lists and dicts (keys as text) of such values, and anything else as a
+    :class:`LocalText` (nested inside a list or dict: as plain text).
+
+    A value longer than ``limit`` characters (a string's characters; the JSON text of a list,
+    tuple or dict; the text of anything else) becomes a :class:`CappedLocal`
+    ``{"capped": True, "type": "str", "length": 10485760, "prefix": "..."}``: ``type`` is
+    its type name, ``length`` is ``len(value)`` for a str, bytes, bytearray, list, tuple,
+    dict, set or frozenset and the length of its text for anything else, and ``prefix`` is
+    the first ``limit`` characters of the value as it would have been written.
+
+    Only the first ``limit`` or so characters of a long built-in value are looked at (a
+    10 MiB string is sliced, never copied or ``repr``-ed whole). The value's own code (a
+    ``__repr__``, a ``__name__``, a dict key's ``__str__``) may run; whatever it raises,
+    except ``KeyboardInterrupt``, gives ``<T>`` instead. A :class:`LocalText` or
+    :class:`CappedLocal` is returned as it is.
+    """
+    return _describe(value, limit)[0]
+
+
+def describe_locals(
+    values: Mapping[str, Any], limit: int = MAX_LOCAL_CHARS
+) -> tuple[dict[str, Any], bool]:
+    """Every value described by :func:`describe_local`, and whether that may have run code
+    of the values' own (a ``__repr__``, a ``__name__``, a dict key's ``__str__``)."""
+    described: dict[str, Any] = {}
+    foreign = False
+    for name, value in values.items():
+        described[name], ran = _describe(value, limit)
+        foreign = foreign or ran
+    return described, foreign
+
+
+_PLAIN = (type(None), bool, float)
+
+
+def _describe(value: Any, limit: int) -> tuple[Any, bool]:
+    kind = type(value)
+    if kind in _PLAIN or kind is LocalText or kind is CappedLocal:
+        return value, False
+    if kind is str:
+        if len(value) <= limit:
+            return value, False
+        return CappedLocal(capped=True, type="str", length=len(value), prefix=value[:limit]), False
+    if kind is int and value.bit_length() < limit:
+        return value, False
+    rendering = _Rendering(limit)
+    try:
+        return rendering.top(value), rendering.foreign or type(kind) is not type
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # e.g. a container changed size while it was read
+        return LocalText(f"<{_type_name(value)}>"), True
+
+
+def _logged_local(value: Any) -> Any:
+    local = describe_local(value)
+    if type(local) is LocalText:
+        return str.__str__(local)
+    if type(local) is CappedLocal:
+        return dict(local)
+    return local
+
+
+_WIRE_KINDS: dict[type, str] = {LocalText: "text", CappedLocal: "capped"}
+
+
+def locals_to_wire(values: Mapping[str, Any]) -> dict[str, str]:
+    """``REPLResult.locals`` as a protobuf ``map<string, string>``: each value as the JSON
+    text of ``[position, kind, value]``, ``kind`` being ``"value"``, ``"text"`` (a
+    :class:`LocalText`) or ``"capped"`` (a :class:`CappedLocal`), so that the order and the
+    kind of each value survive the map."""
+    out: dict[str, str] = {}
+    for position, (name, value) in enumerate(values.items()):
+        local = describe_local(value)
+        kind = _WIRE_KINDS.get(type(local), "value")
+        out[name] = json.dumps([position, kind, local])
+    return out
+
+
+def locals_from_wire(entries: Mapping[str, str]) -> dict[str, Any]:
+    """Inverse of :func:`locals_to_wire`; an entry in another form is kept as its text."""
+    found: list[tuple[int, str, Any]] = []
+    for name, data in entries.items():
+        found.append((len(entries), name, data))
+        try:
+            decoded = json.loads(data)
+        except ValueError:
+            continue
+        if not (isinstance(decoded, list) and len(decoded) == 3 and type(decoded[0]) is int):
+            continue
+        position, kind, value = decoded
+        if kind == "text" and isinstance(value, str):
+            value = LocalText(value)
+        elif kind == "capped" and isinstance(value, dict):
+            value = CappedLocal(value)
+        elif kind != "value":
+            continue
+        found[-1] = (position, name, value)
+    return {name: value for _, name, value in sorted(found, key=lambda entry: entry[0])}
 
 
 @dataclass
@@ -215,8 +573,10 @@ class REPLResult:
 
     ``stderr`` carries the traceback text when the cell raised; ``error`` is a one-line
     summary (``"ZeroDivisionError: division by zero"``) or ``None`` on success.
-    ``locals`` maps each user variable to a short type description (remote environments
-    cannot ship the objects themselves). ``final_answer`` is set when the cell set
+    ``locals`` maps each variable (``answer``, the contexts, the user's variables; no
+    private names, no REPL functions, no function tools) to its value as
+    :func:`describe_local` renders it: as ``rlms`` writes it to its log, capped at
+    :data:`MAX_LOCAL_CHARS` characters. ``final_answer`` is set when the cell set
     ``answer["ready"] = True``.
     """
 
@@ -228,12 +588,20 @@ class REPLResult:
     final_answer: str | None = None
     error: str | None = None
 
+    def __str__(self) -> str:
+        """As ``rlms`` prints a result: ``REPLResult(stdout=..., stderr=..., locals=...,
+        execution_time=..., rlm_calls=<count>)``."""
+        return (
+            f"REPLResult(stdout={self.stdout}, stderr={self.stderr}, locals={self.locals}, "
+            f"execution_time={self.execution_time}, rlm_calls={len(self.rlm_calls)})"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Serialise in the ``rlms`` log shape (plus ``error``)."""
         return {
             "stdout": self.stdout,
             "stderr": self.stderr,
-            "locals": {k: serialize_value(v) for k, v in self.locals.items()},
+            "locals": {k: _logged_local(v) for k, v in self.locals.items()},
             "execution_time": self.execution_time,
             "rlm_calls": [c.to_dict() for c in self.rlm_calls],
             "final_answer": self.final_answer,

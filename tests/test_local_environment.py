@@ -105,11 +105,13 @@ def test_huge_output_is_capped_in_memory(env: LocalEnvironment) -> None:
     assert "[output capped:" in result.stdout
 
 
-def test_locals_report_types_not_objects(env: LocalEnvironment) -> None:
-    result = env.execute("n = 3\nimport json\nitems = [1]")
-    assert result.locals["n"] == "int"
-    assert result.locals["items"] == "list"
-    assert "llm_query" not in result.locals and "answer" not in result.locals
+def test_locals_report_values_as_rlms_logs_them(env: LocalEnvironment) -> None:
+    result = env.execute("n = 3\nimport json\nitems = [1, (2, 'b')]\n_hidden = 1")
+    assert result.locals["n"] == 3
+    assert result.locals["items"] == [1, [2, "b"]]
+    assert result.locals["json"] == "<module 'json'>"
+    assert result.locals["answer"] == {"content": "", "ready": False}
+    assert "llm_query" not in result.locals and "_hidden" not in result.locals
 
 
 def test_two_rlms_in_two_threads_capture_only_their_own_output() -> None:

@@ -367,3 +367,10 @@ def test_a_10_mib_context_is_never_copied_into_the_log(environment: str, tmp_pat
     size = len(text.encode("utf-8"))
     assert size < MIB, f"a run over a 10 MiB context wrote a {size}-byte log"
     assert untouched not in text
+    cells = [it["code_blocks"][0]["result"]["locals"] for it in read_log(logger.log_file_path)[1:]]
+    capped = {"capped": True, "type": "str", "length": len(context), "prefix": context[:2000]}
+    assert cells[0]["context"] == cells[0]["context_0"] == capped
+    assert cells[1]["s"] == "ok" and cells[2]["c"] == "child ok"
+    assert cells[3]["parts"]["type"] == "list" and cells[3]["parts"]["length"] == 8
+    assert cells[3]["parts"]["prefix"].startswith('["0123456789abcdef')
+    assert cells[4]["answer"] == {"content": "done", "ready": True}

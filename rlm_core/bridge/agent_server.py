@@ -36,7 +36,7 @@ from rlm_core.bridge import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
 from rlm_core.bridge.auth import TokenInterceptor
 from rlm_core.environments.base import ToolSpec
 from rlm_core.repl import REPLNamespace
-from rlm_core.types import REPLResult, RLMChatCompletion, UsageSummary
+from rlm_core.types import REPLResult, RLMChatCompletion, UsageSummary, locals_to_wire
 
 log = logging.getLogger("rlm_core.agent")
 
@@ -428,10 +428,13 @@ class AgentServicer(pb_grpc.AgentServicer):
             execution_time=result.execution_time,
             has_final_answer=result.final_answer is not None,
             final_answer=text(result.final_answer or ""),
-            locals={text(k): text(v) for k, v in result.locals.items()},
+            locals={text(k): text(v) for k, v in locals_to_wire(result.locals).items()},
             timed_out=timed_out,
         )
         size = response.ByteSize()
+        if size > MAX_MESSAGE_BYTES - 4096 and response.locals:  # very many long variables
+            response.ClearField("locals")
+            size = response.ByteSize()
         if size > MAX_MESSAGE_BYTES - 4096:  # a huge final answer: report it as the error
             error = f"MessageTooLargeError: {codec.MessageTooLargeError('the cell result', size)}"
             stderr = result.stderr

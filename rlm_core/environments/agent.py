@@ -48,7 +48,7 @@ from rlm_core.exceptions import (
     SandboxRestartedError,
 )
 from rlm_core.threads import DaemonThreadPool
-from rlm_core.types import REPLResult, RLMChatCompletion
+from rlm_core.types import REPLResult, RLMChatCompletion, locals_from_wire
 
 log = logging.getLogger(__name__)
 
@@ -454,7 +454,7 @@ class AgentEnvironment(Environment):
         return REPLResult(
             stdout=response.stdout,
             stderr=response.stderr,
-            locals=dict(response.locals),
+            locals=locals_from_wire(response.locals),
             execution_time=response.execution_time,
             rlm_calls=calls,
             final_answer=response.final_answer if response.has_final_answer else None,

@@ -101,15 +101,17 @@ class ToolSpec:
 def parse_tools(custom_tools: dict[str, Any] | None) -> list[ToolSpec]:
     """Parse ``custom_tools`` (``{name: value}`` or ``{name: {"tool": v, "description": d}}``).
 
-    Raises ``ValueError`` when a name is reserved or not an identifier.
+    Raises ``ValueError`` when a name is not an identifier, or when names are reserved (the
+    message names every one of them, in ``rlms``'s words).
     """
+    conflicts = sorted(RESERVED_NAMES.intersection(custom_tools or {}))
+    if conflicts:
+        raise ValueError(
+            f"Custom tools cannot override reserved REPL functions: {conflicts}. "
+            f"Reserved names: {sorted(RESERVED_NAMES)}"
+        )
     tools: list[ToolSpec] = []
     for name, entry in (custom_tools or {}).items():
-        if name in RESERVED_NAMES:
-            raise ValueError(
-                f"Custom tools cannot override reserved REPL names: {name!r}. "
-                f"Reserved names: {sorted(RESERVED_NAMES)}"
-            )
         if not name.isidentifier():
             raise ValueError(f"Custom tool name {name!r} is not a Python identifier")
         if isinstance(entry, dict) and "tool" in entry:
