@@ -260,12 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(failure, int):
             self._send_error_status(failure, api)
             return
-        if failure == "disconnect":
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if failure == "garbage":
-            self._send_raw(200, b"<html>this is not JSON</html>", "application/json")
+        if self._broken_reply(failure):
             return
         if not isinstance(body, dict):
             self._send_error_status(400, api, "request body must be a JSON object")
@@ -309,12 +304,7 @@ class _Handler(BaseHTTPRequestHandler):
                 failure, owner._google_message(failure), owner._details(failure)
             )
             return
-        if failure == "disconnect":
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if failure == "garbage":
-            self._send_raw(200, b"<html>this is not JSON</html>", "application/json")
+        if self._broken_reply(failure):
             return
         body = record.body
         if not isinstance(body, dict) or not isinstance(body.get("contents"), list):
@@ -386,6 +376,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _portkey_reply_headers(self) -> dict[str, str]:
         trace = self.headers.get("x-portkey-trace-id") or "trace-from-test-gateway"
         return {"x-portkey-trace-id": trace, "x-portkey-provider": "openai"}
+
+    def _broken_reply(self, failure: Failure | None) -> bool:
+        """Answer as a broken server does (``"disconnect"``, ``"garbage"``); ``True`` if so."""
+        if failure == "disconnect":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        if failure == "garbage":
+            self._send_raw(200, b"<html>this is not JSON</html>", "application/json")
+            return True
+        return False
 
     def _send_raw(
         self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
