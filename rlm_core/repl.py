@@ -462,6 +462,18 @@ def _is_dict(value: Any) -> bool:
 
 def _put_back(names: dict[str, Any], saved: dict[str, Any]) -> None:
     """Rebind in ``names`` every entry of ``saved`` that was deleted or rebound."""
+    if _unchanged(names, saved):
+        return
     for name, value in saved.items():
         if names.get(name, _MISSING) is not value:
             names[name] = value
+
+
+def _unchanged(names: dict[str, Any], saved: dict[str, Any]) -> bool:
+    """Whether every entry of ``saved`` is still in ``names``, bound to the same object:
+    a comparison in C, which only calls ``__eq__`` of objects a cell put in place of the
+    saved ones (then any answer but a clean ``True`` means "changed")."""
+    try:
+        return bool(len(names) == len(saved) and names == saved)
+    except BaseException:
+        return False
