@@ -620,7 +620,7 @@ class RLM:
             env = self._persistent_env
             env.rebind(session)
             env.set_variable("answer", {"content": "", "ready": False})
-            env.add_context(prompt)
+            env.add_context(prompt, checked=True)  # by _completion
             return env
         unstarted, self._unstarted_env = self._unstarted_env, None
         if unstarted is None:
@@ -629,7 +629,7 @@ class RLM:
         setup_code = self._setup_code
         try:
             env.start(session)
-            env.add_context(prompt, 0)
+            env.add_context(prompt, 0, checked=True)  # by _completion
             if self.compaction:
                 env.set_variable("history", [])
             if setup_code:

@@ -399,6 +399,35 @@ def test_adding_a_deep_context_to_an_environment_directly_is_refused() -> None:
         assert env.get_context_count() == 0
 
 
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_completion_walks_its_context_for_depth_once(
+    persistent: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlm_core.environments.base as base
+    import rlm_core.rlm as loop
+    import rlm_core.types as types
+
+    walked: list[int] = []
+
+    def counting(payload: Any, index: int = 0) -> None:
+        walked.append(index)
+        types.check_context(payload, index)
+
+    monkeypatch.setattr(loop, "check_context", counting)
+    monkeypatch.setattr(base, "check_context", counting)
+    rlm = RLM(
+        backend="scripted",
+        backend_kwargs={"responses": [finish("ok")] * 2},
+        persistent=persistent,
+    )
+    try:
+        for _ in range(2):
+            assert rlm.completion([["a"]] * 3).response == "ok"
+    finally:
+        rlm.close()
+    assert walked == ([0, 1] if persistent else [0, 0])
+
+
 def test_a_context_that_contains_itself_is_not_taken_for_a_deep_one() -> None:
     looped: list[Any] = ["a"]
     looped.append(looped)

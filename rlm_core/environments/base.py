@@ -277,11 +277,16 @@ class Environment(ABC):
         value.extend(items)
         self.set_variable(name, value)
 
-    def add_context(self, payload: Any, index: int | None = None) -> int:
-        """Load ``payload`` as the next ``context_N`` (or at ``index``); return N."""
+    def add_context(self, payload: Any, index: int | None = None, *, checked: bool = False) -> int:
+        """Load ``payload`` as the next ``context_N`` (or at ``index``); return N.
+
+        ``ContextError`` when it nests too deeply (:func:`rlm_core.types.check_context`),
+        unless the caller says it ``checked`` it already (a walk over a big list context
+        is not free; the RLM checks each context once, before anything starts)."""
         if index is None:
             index = self._context_count
-        check_context(payload, index)
+        if not checked:
+            check_context(payload, index)
         self.load_context(payload, index)
         self._context_count = max(self._context_count, index + 1)
         return index
