@@ -150,6 +150,7 @@ class AgentProcess:
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
+        _live_agents.add(self)
         self.endpoint = Endpoint(
             target=f"unix:{self._socket_path()}",  # after _spawn, which may move the directory
             token=secrets.token,
@@ -285,8 +286,9 @@ class AgentProcess:
 
 
 class _LiveAgents:
-    """Agents handed to an environment and not yet terminated: stopped when the host exits,
-    so a host that never calls ``close()`` leaves nothing behind."""
+    """Every agent this host started and has not terminated yet, spares and agents still
+    starting included: stopped when the host exits, so a host that never calls ``close()``
+    leaves nothing behind."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -319,15 +321,13 @@ class _Spares:
 
     A spare holds its own session secrets (it serves exactly one session once claimed).
     Unclaimed spares exit by themselves after their heartbeat timeout; stale ones are
-    reaped here, and all are stopped when the host exits.
+    reaped here, and all are stopped when the host exits (as every agent is).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._spares: dict[AgentConfig, AgentProcess] = {}
         self._starting: dict[AgentConfig, threading.Event] = {}
-        self._unclaimed: set[AgentProcess] = set()  # spares and spares still starting
-        atexit.register(self.stop_all)  # runs before the fork servers' (registered earlier)
 
     def take(self, config: AgentConfig, wait: float) -> AgentProcess | None:
         """A ready spare for ``config`` (young enough to be claimed safely), or ``None``.
@@ -343,8 +343,6 @@ class _Spares:
                 spare = self._spares.pop(config, None)
         if spare is None:
             return None
-        with self._lock:
-            self._unclaimed.discard(spare)
         fresh = time.monotonic() - spare.started < config.heartbeat_timeout / 2
         if spare.alive() and fresh:
             return spare
@@ -363,15 +361,11 @@ class _Spares:
             try:
                 secrets = AgentSecrets(new_token(), make_tls_material() if config.tls else None)
                 spare = AgentProcess(config, secrets, ready_timeout, fork=True)
-                with self._lock:
-                    self._unclaimed.add(spare)
                 spare.wait_ready()
             except Exception:
                 log.debug("could not start a spare agent", exc_info=True)
                 if spare is not None:
                     spare.terminate()
-                    with self._lock:
-                        self._unclaimed.discard(spare)
                 spare = None
             old = None
             with self._lock:
@@ -389,20 +383,12 @@ class _Spares:
         """Drop every spare without stopping it (they belong to the parent of a forked
         host)."""
         self._lock = threading.Lock()
-        self._spares, self._starting, self._unclaimed = {}, {}, set()
-
-    def stop_all(self) -> None:
-        """Stop every unclaimed agent, ready or still starting (at host exit)."""
-        with self._lock:
-            spares, self._spares = set(self._unclaimed), {}
-            self._unclaimed.clear()
-        for spare in spares:
-            spare.terminate()
+        self._spares, self._starting = {}, {}
 
 
 _spares = _Spares()
 _live_agents = _LiveAgents()
-atexit.register(_live_agents.stop_all)  # runs first: before the spares and fork servers go
+atexit.register(_live_agents.stop_all)  # runs before the fork servers' (registered earlier)
 
 
 def _start_afresh_after_fork() -> None:
@@ -456,7 +442,6 @@ class SubprocessLauncher(Launcher):
             )
             agent.wait_ready()  # on failure the environment calls terminate()
         self.agent = agent
-        _live_agents.add(agent)
         if self.prewarm:
             _spares.refill(config, self.ready_timeout)
         return agent.endpoint
