@@ -666,6 +666,15 @@ class RLM:
         run.ledger.record(reply.model, reply.usage, self.depth)
         return reply.text
 
+    def _usage_snapshot(self, run: _Run) -> UsageSummary | None:
+        """The run's usage so far, when a logger will record the turn's root usage."""
+        return run.ledger.summary() if self.logger is not None else None
+
+    @staticmethod
+    def _usage_since(before: UsageSummary | None, run: _Run) -> dict[str, Any] | None:
+        """The usage recorded since ``before`` (``None`` when nothing is logged)."""
+        return None if before is None else usage_delta(before, run.ledger.summary())
+
     @staticmethod
     def _cell_time_left(run: _Run) -> float | None:
         """Seconds until the run's deadline, for environments that can interrupt cells."""
@@ -769,7 +778,7 @@ class RLM:
         compactions = 0
         for i in range(self.max_iterations):
             run.ledger.check(self._best_partial_answer)
-            usage_before = run.ledger.summary()
+            usage_before = self._usage_snapshot(run)
             if self.compaction:
                 messages, compactions = self._maybe_compact(messages, run, env, compactions)
             _safe_call(self.on_iteration_start, self.depth, i + 1)
@@ -786,7 +795,7 @@ class RLM:
                 )
             )
             response = self._root_call(messages, run)
-            root_usage = usage_delta(usage_before, run.ledger.summary())
+            root_usage = self._usage_since(usage_before, run)
             blocks: list[CodeBlock] = []
             final_answer: str | None = None
             for code in find_code_blocks(response):
@@ -832,14 +841,14 @@ class RLM:
 
         run.ledger.check(self._best_partial_answer)
         final_prompt = [*messages, {"role": "user", "content": FINAL_ANSWER_REQUEST}]
-        usage_before = run.ledger.summary()
+        usage_before = self._usage_snapshot(run)
         answer = self._root_call(final_prompt, run)
         if self.logger is not None:
             self.logger.log(
                 RLMIteration(
                     prompt=final_prompt, response=answer, code_blocks=[], final_answer=answer
                 ),
-                usage_delta(usage_before, run.ledger.summary()),
+                self._usage_since(usage_before, run),
             )
         return self._finish(prompt, answer, messages, run, env, start)
 
