@@ -19,9 +19,11 @@ import json
 import os
 import socket
 import ssl
+import sys
 import threading
 import urllib.request
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,8 +67,28 @@ def default_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+def sdk_ssl_context(sdk: ModuleType) -> ssl.SSLContext:
+    """The TLS settings of an SDK's default HTTP client.
+
+    Made by ``create_ssl_context()`` of the HTTP library ``sdk.DefaultHttpxClient`` is built
+    on (``httpx`` or ``httpx2``: the same CA certificates and ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR`` handling as the SDK), else by :func:`default_ssl_context`.
+    """
+    for cls in getattr(getattr(sdk, "DefaultHttpxClient", None), "__mro__", ()):
+        library = sys.modules.get(cls.__module__.partition(".")[0])
+        create = getattr(library, "create_ssl_context", None)
+        if callable(create):
+            context: ssl.SSLContext = create()
+            return context
+    return default_ssl_context()
+
+
 @functools.lru_cache(maxsize=8)
-def _ssl_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+def _ssl_context_for(
+    sdk: ModuleType | None, cert_file: str | None, cert_dir: str | None
+) -> ssl.SSLContext:
+    if sdk is not None:
+        return sdk_ssl_context(sdk)
     cafile = cert_file if cert_file and os.path.isfile(cert_file) else None
     capath = cert_dir if cert_dir and os.path.isdir(cert_dir) else None
     if cafile or capath:
@@ -74,12 +96,14 @@ def _ssl_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLCont
     return default_ssl_context()
 
 
-def shared_ssl_context() -> ssl.SSLContext:
-    """A verifying TLS context made once per process (and per value of ``SSL_CERT_FILE`` /
-    ``SSL_CERT_DIR``) and shared: the CA certificates of the file and directory those
-    variables name (when they exist, as ``httpx`` reads them), else
-    :func:`default_ssl_context`."""
-    return _ssl_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+def shared_ssl_context(sdk: ModuleType | None = None) -> ssl.SSLContext:
+    """A verifying TLS context made once per process (per SDK, and per value of
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``) and shared by every direct transport: with
+    ``sdk``, the one its HTTP client would make (:func:`sdk_ssl_context`); without, the CA
+    certificates of the file and directory those variables name (when they exist, as
+    ``httpx`` reads them), else :func:`default_ssl_context`."""
+    environ = os.environ
+    return _ssl_context_for(sdk, environ.get("SSL_CERT_FILE"), environ.get("SSL_CERT_DIR"))
 
 
 def proxy_applies(url: str) -> bool:

@@ -17,21 +17,14 @@ HTTP 408/429/5xx, connection errors and timeouts, with exponential backoff.
 
 from __future__ import annotations
 
-import functools
 import os
-import ssl
-import sys
 from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from rlm_core.backends.base import LMResponse, LMUsage, resolve_api_key
-from rlm_core.backends.http_transport import (
-    JSONTransport,
-    default_ssl_context,
-    proxy_applies,
-)
+from rlm_core.backends.http_transport import JSONTransport, proxy_applies, shared_ssl_context
 from rlm_core.backends.sdk import DIRECT_ERRORS, SDKBackend, preview
 from rlm_core.exceptions import BackendError
 from rlm_core.types import Messages
@@ -152,30 +145,6 @@ def client_headers(client: Any) -> dict[str, str]:
         else:
             merged.pop(name.lower(), None)
     return dict(merged.values())
-
-
-def sdk_ssl_context(sdk: ModuleType) -> ssl.SSLContext:
-    """The TLS settings of the SDK's default HTTP client.
-
-    Made by ``create_ssl_context()`` of the HTTP library ``sdk.DefaultHttpxClient`` is built
-    on (``httpx`` or ``httpx2``: the same CA certificates and ``SSL_CERT_FILE`` /
-    ``SSL_CERT_DIR`` handling as the SDK), else by :func:`default_ssl_context`.
-    """
-    for cls in getattr(getattr(sdk, "DefaultHttpxClient", None), "__mro__", ()):
-        library = sys.modules.get(cls.__module__.partition(".")[0])
-        create = getattr(library, "create_ssl_context", None)
-        if callable(create):
-            context: ssl.SSLContext = create()
-            return context
-    return default_ssl_context()
-
-
-@functools.lru_cache(maxsize=8)
-def _shared_ssl_context(
-    sdk: ModuleType, cert_file: str | None, cert_dir: str | None
-) -> ssl.SSLContext:
-    """:func:`sdk_ssl_context`, made once per SDK and ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``."""
-    return sdk_ssl_context(sdk)
 
 
 def _host(url: str | None) -> str | None:
@@ -299,12 +268,7 @@ class OpenAIBackend(SDKBackend):
         query = self._client.qs.stringify(self._client.default_query)
         if query:
             url += f"?{query}"
-        context = None
-        if urlsplit(url).scheme == "https":
-            env = os.environ
-            context = _shared_ssl_context(
-                self._sdk, env.get("SSL_CERT_FILE"), env.get("SSL_CERT_DIR")
-            )
+        context = shared_ssl_context(self._sdk) if urlsplit(url).scheme == "https" else None
         return JSONTransport(url, client_headers(self._client), self.timeout, context)
 
     # -- configuration hooks (overridden by the presets) -------------------------------------
