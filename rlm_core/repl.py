@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from rlm_core.bridge.codec import text
-from rlm_core.environments.base import RESERVED_NAMES, SubcallHandler, ToolSpec
+from rlm_core.agent.codec import text
 from rlm_core.types import REPLResult, RLMChatCompletion, describe_locals
+from rlm_core.vocabulary import RESERVED_NAMES, SubcallHandler, ToolSpec
 
 MAX_CAPTURED_CHARS = 1_000_000
 """Per-stream cap on what one cell's stdout/stderr keeps in memory."""

@@ -31,15 +31,15 @@ from scripts import EchoHandler
 import rlm_core.bridge.client as client_module
 from rlm_core._proto.rlm.v1 import agent_pb2 as pb
 from rlm_core._proto.rlm.v1 import agent_pb2_grpc as pb_grpc
-from rlm_core.bridge import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
-from rlm_core.bridge.auth import (
+from rlm_core.agent import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
+from rlm_core.bridge.client import AgentClient, Endpoint
+from rlm_core.bridge.tls import (
     TLS_SERVER_NAME,
     TLSMaterial,
     auth_metadata,
     make_tls_material,
     new_token,
 )
-from rlm_core.bridge.client import AgentClient, Endpoint
 from rlm_core.environments.agent import AgentSecrets
 from rlm_core.environments.base import Session
 from rlm_core.environments.subprocess import SubprocessEnvironment
@@ -796,7 +796,7 @@ def dump():
     with open(sys.argv[1], "w") as f:
         json.dump({"before": sorted(before), "after": sorted(sys.modules)}, f)
 atexit.register(dump)
-from rlm_core.agent import main
+from rlm_core.agent.main import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -870,7 +870,7 @@ def test_agent_imports_only_stdlib_grpc_and_protobuf(sockdir: Path) -> None:
     for name in ("rlm_core.plugins", "rlm_core.rlm", "rlm_core.hookspecs", "rlm_core.cli"):
         assert name not in imported
     assert not any(name.startswith("rlm_core.backends") for name in imported)
-    assert "rlm_core.bridge.agent_server" in imported  # the probe saw the real agent
+    assert "rlm_core.agent.server" in imported  # the probe saw the real agent
 
 
 # -- 8. generated code is fresh ----------------------------------------------------------------

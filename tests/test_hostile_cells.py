@@ -16,7 +16,7 @@ from hosts import PACKAGE_ROOT, Host, gone, kill_all, wait_gone
 from scripts import EchoHandler, finish, repl
 
 from rlm_core import RLM
-from rlm_core.bridge.agent_server import AgentServicer, _Cell
+from rlm_core.agent.server import AgentServicer, _Cell
 from rlm_core.environments.base import Environment, Session
 from rlm_core.environments.local import LocalEnvironment
 from rlm_core.environments.subprocess import SubprocessEnvironment

@@ -25,7 +25,7 @@ from rlm_core import RLM
 from rlm_core.backends.base import LMResponse, LMUsage
 from rlm_core.backends.http_transport import sdk_ssl_context
 from rlm_core.backends.openai import AzureOpenAIBackend, OpenAIBackend, OpenRouterBackend
-from rlm_core.bridge.auth import make_tls_material
+from rlm_core.bridge.tls import make_tls_material
 from rlm_core.exceptions import BackendError
 
 pytestmark = pytest.mark.timeout(60)

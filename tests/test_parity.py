@@ -22,7 +22,7 @@ from scripts import EchoHandler, Script, finish, repl
 
 from rlm_core import RLM, RLMLogger
 from rlm_core._proto.rlm.v1 import agent_pb2 as pb
-from rlm_core.bridge import agent_server
+from rlm_core.agent import server as agent_server
 from rlm_core.environments.base import Environment, Session, parse_tools
 from rlm_core.environments.local import LocalEnvironment
 from rlm_core.environments.subprocess import SubprocessEnvironment

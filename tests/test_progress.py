@@ -426,7 +426,7 @@ def test_rich_is_imported_only_to_draw_on_a_terminal() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import rlm_core, rlm_core.agent, rlm_core.bridge.agent_server, rlm_core.cli
+        import rlm_core, rlm_core.agent, rlm_core.agent.server, rlm_core.cli
         from scripts import Script, finish, repl
         from rlm_core import RLM
 

@@ -24,8 +24,8 @@ import grpc
 from rlm_core import __version__
 from rlm_core._proto.rlm.v1 import agent_pb2 as pb
 from rlm_core._proto.rlm.v1 import agent_pb2_grpc as pb_grpc
-from rlm_core.bridge import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
-from rlm_core.bridge.auth import TLS_SERVER_NAME, auth_metadata
+from rlm_core.agent import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
+from rlm_core.bridge.tls import TLS_SERVER_NAME, auth_metadata
 from rlm_core.exceptions import ForkedHostError, ProtocolMismatchError, SandboxError
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from typing import Any, ClassVar, cast
 import grpc
 
 from rlm_core._proto.rlm.v1 import agent_pb2 as pb
-from rlm_core.bridge import codec
-from rlm_core.bridge.auth import TLSMaterial, make_tls_material, new_token
+from rlm_core.agent import codec
 from rlm_core.bridge.client import AgentClient, Endpoint, check_fork_safety
+from rlm_core.bridge.tls import TLSMaterial, make_tls_material, new_token
 from rlm_core.environments.base import (
     COMPACTION,
     FILES,

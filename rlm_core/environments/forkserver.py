@@ -1,4 +1,4 @@
-"""The host's end of the agent fork server (:mod:`rlm_core.bridge.agent_forkserver`).
+"""The host's end of the agent fork server (:mod:`rlm_core.agent.forkserver`).
 
 Starting ``python -m rlm_core.agent`` costs about 100 ms, nearly all of it importing gRPC
 and protobuf. A :class:`ForkServer` is one interpreter that has done those imports; each
@@ -24,8 +24,8 @@ import tempfile
 import threading
 from typing import IO, Any
 
-from rlm_core.bridge.agent_forkserver import MAX_MESSAGE, send
-from rlm_core.bridge.process_tree import kill_tree
+from rlm_core.agent.forkserver import MAX_MESSAGE, send
+from rlm_core.agent.process_tree import kill_tree
 
 UNKNOWN_EXIT = -int(signal.SIGKILL)
 """Return code given to a forked agent whose fork server died before reporting its end."""

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlm_core.bridge.auth import make_tls_material, new_token
+from rlm_core.agent.process_tree import kill_tree
 from rlm_core.bridge.client import Endpoint
-from rlm_core.bridge.process_tree import kill_tree
+from rlm_core.bridge.tls import make_tls_material, new_token
 from rlm_core.environments.agent import AgentEnvironment, AgentSecrets, Launcher
 from rlm_core.environments.forkserver import (
     ForkedProcess,

@@ -32,11 +32,11 @@ import grpc
 from rlm_core import __version__
 from rlm_core._proto.rlm.v1 import agent_pb2 as pb
 from rlm_core._proto.rlm.v1 import agent_pb2_grpc as pb_grpc
-from rlm_core.bridge import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
-from rlm_core.bridge.auth import TokenInterceptor
-from rlm_core.environments.base import ToolSpec
+from rlm_core.agent import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
+from rlm_core.agent.auth import TokenInterceptor
 from rlm_core.repl import REPLNamespace
 from rlm_core.types import REPLResult, RLMChatCompletion, UsageSummary, locals_to_wire
+from rlm_core.vocabulary import ToolSpec
 
 log = logging.getLogger("rlm_core.agent")
 

@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 MAX_MESSAGE = 1024 * 1024
@@ -46,6 +47,7 @@ def _run_child(
     pipe: tuple[int, int],
     request: dict[str, Any],
     fds: list[int],
+    run_agent: Callable[[list[str]], int],
 ) -> NoReturn:
     """In the forked child: become the requested agent, never return to the server loop.
 
@@ -80,10 +82,8 @@ def _run_child(
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os._exit(1)
-    from rlm_core.agent import main
-
     try:
-        code = main(argv)
+        code = run_agent(argv)
     except SystemExit:
         raise
     except BaseException:  # what the interpreter would print for a fresh agent
@@ -92,9 +92,10 @@ def _run_child(
     raise SystemExit(code)
 
 
-def serve_forks(control_fd: int) -> int:
-    """Fork agents on request until the control socket closes."""
-    import rlm_core.bridge.agent_server  # noqa: F401  (the imports every agent needs)
+def serve_forks(control_fd: int, run_agent: Callable[[list[str]], int]) -> int:
+    """Fork agents on request until the control socket closes; each child runs
+    ``run_agent(argv)`` (the agent's ``main``, passed in so this module does not import it)."""
+    import rlm_core.agent.server  # noqa: F401  (the imports every agent needs)
 
     control = socket.socket(fileno=control_fd)
     read_end, wakeup = os.pipe()
@@ -117,7 +118,7 @@ def serve_forks(control_fd: int) -> int:
                 if not data:
                     return 0  # the host is gone
                 try:
-                    _fork(control, selector, (read_end, wakeup), data, fds)
+                    _fork(control, selector, (read_end, wakeup), data, fds, run_agent)
                 except OSError:
                     return 0
             else:
@@ -139,6 +140,7 @@ def _fork(
     pipe: tuple[int, int],
     data: bytes,
     fds: list[int],
+    run_agent: Callable[[list[str]], int],
 ) -> None:
     request_id = None
     try:
@@ -155,7 +157,7 @@ def _fork(
         send(control, {"id": request_id, "error": f"{type(exc).__name__}: {exc}"})
         return
     if pid == 0:
-        _run_child(control, selector, pipe, request, fds)
+        _run_child(control, selector, pipe, request, fds, run_agent)
     for fd in fds:
         os.close(fd)
     send(control, {"id": request_id, "pid": pid})

@@ -1,22 +1,19 @@
-"""Session tokens, the agent's token check and per-session TLS material.
+"""Session tokens and per-session TLS material (host side; the agent's check is
+:mod:`rlm_core.agent.auth`).
 
-The token is random per session, travels as gRPC metadata (``authorization: Bearer ...``),
-is compared in constant time, and reaches the agent through stdin or a secrets file, never
-through argv, and is never logged. TLS uses a self-signed certificate made for one session;
-the host trusts exactly that certificate (pinning) and nothing else.
+The token is random per session, travels as gRPC metadata
+(:data:`~rlm_core.agent.AUTH_METADATA_KEY`), is compared in constant time, and reaches the
+agent through stdin or a secrets file, never through argv, and is never logged. TLS uses
+a self-signed certificate made for one session; the host trusts exactly that certificate
+(pinning) and nothing else.
 """
 
 from __future__ import annotations
 
 import datetime
-import hmac
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import grpc
-
-from rlm_core.bridge import AUTH_METADATA_KEY
+from rlm_core.agent import AUTH_METADATA_KEY
 
 TLS_SERVER_NAME = "rlm-agent"
 """The name in every session certificate; the host verifies the agent against it."""
@@ -31,43 +28,7 @@ def new_token() -> str:
 
 def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
     """The call metadata that authenticates the host."""
-    return ((AUTH_METADATA_KEY, f"Bearer {token}"),)
-
-
-def _deny_unary(request: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid or missing session token")
-
-
-def _deny_stream(request_iterator: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid or missing session token")
-
-
-class TokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Rejects every call whose token does not match, before any handler runs."""
-
-    def __init__(self, token: str, on_reject: Callable[[str], None] | None = None) -> None:
-        self._expected = f"Bearer {token}".encode()
-        self._on_reject = on_reject
-
-    def intercept_service(self, continuation: Any, details: Any) -> Any:
-        supplied = ""
-        for key, value in details.invocation_metadata or ():
-            if key == AUTH_METADATA_KEY:
-                supplied = value if isinstance(value, str) else value.decode("latin-1")
-        if hmac.compare_digest(supplied.encode(), self._expected):
-            return continuation(details)
-        if self._on_reject is not None:
-            self._on_reject(details.method)
-        handler = continuation(details)
-        if handler is None:
-            return None
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(_deny_stream)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(_deny_stream)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(_deny_unary)
-        return grpc.unary_unary_rpc_method_handler(_deny_unary)
+    return ((AUTH_METADATA_KEY, token),)
 
 
 @dataclass(frozen=True)

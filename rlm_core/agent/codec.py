@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rlm_core.bridge import CHUNK_BYTES, MAX_MESSAGE_BYTES
+from rlm_core.agent import CHUNK_BYTES, MAX_MESSAGE_BYTES
 from rlm_core.exceptions import SandboxError
 from rlm_core.types import RLMChatCompletion
 

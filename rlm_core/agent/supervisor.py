@@ -24,7 +24,7 @@ import signal
 import sys
 from typing import NoReturn
 
-from rlm_core.bridge.process_tree import (
+from rlm_core.agent.process_tree import (
     become_subreaper,
     kill_descendants,
     set_parent_death_signal,

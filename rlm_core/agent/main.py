@@ -8,7 +8,7 @@ or from a file that is deleted once read, or (token only) from ``RLM_AGENT_TOKEN
 from the command line. Once listening it prints ``RLM-AGENT-READY port=N pid=P``.
 
 ``--fork-server FD`` runs the fork server instead (see
-:mod:`rlm_core.bridge.agent_forkserver`): same-host launchers fork agents from it.
+:mod:`rlm_core.agent.forkserver`): same-host launchers fork agents from it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _leave_with_launcher(launcher_pid: int | None, shared_dir: str | None) -> No
 
     signal.signal(signal.SIGTERM, leave)
     if launcher_pid is not None:
-        from rlm_core.bridge.process_tree import set_parent_death_signal
+        from rlm_core.agent.process_tree import set_parent_death_signal
 
         set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != launcher_pid:  # the launcher died before the signal was armed
@@ -100,20 +100,20 @@ def main(argv: list[str] | None = None) -> int:
         _leave_with_launcher(args.die_with_parent, args.shared_dir)
         import os
 
-        from rlm_core.bridge.agent_forkserver import serve_forks
+        from rlm_core.agent.forkserver import serve_forks
 
         server = os.getpid()
         try:
-            return serve_forks(args.fork_server)
+            return serve_forks(args.fork_server, main)
         finally:
             if os.getpid() == server:  # not in a forked agent unwinding to its exit
                 _remove(args.shared_dir)  # the launcher closed the control socket
     if args.die_with_parent is not None:
-        from rlm_core.bridge.agent_supervisor import supervise
+        from rlm_core.agent.supervisor import supervise
 
         supervise(args.die_with_parent, args.shared_dir)  # returns in the agent only
     _limit_memory(args.memory_limit_mb)
-    from rlm_core.bridge.agent_server import serve
+    from rlm_core.agent.server import serve
 
     return serve(args)
 
