@@ -31,9 +31,11 @@ proto: $(STAMP)
 check-proto: $(STAMP)
 	$(BIN)/python proto/generate.py --check
 
+## Ruff, and the import-linter layering contracts of pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check rlm_core tests bench proto
 	$(BIN)/ruff format --check rlm_core tests bench proto
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict rlm_core

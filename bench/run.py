@@ -5,9 +5,13 @@ The driver starts one worker process per measurement, with each system's own int
 workers print, and writes a markdown table (median, p95, p99, the ratio rlm-core/rlms and
 the performance targets) to stdout and to ``bench/results/latest.md``.
 
-    .venv/bin/python bench/run.py                  # everything (~3 minutes on 2 cores)
+    .venv/bin/python bench/run.py                  # everything (~5 minutes on 2 cores)
     .venv/bin/python bench/run.py --only 2         # one workload, by number ...
     .venv/bin/python bench/run.py --only fanout --quick   # ... or by name, fewer repetitions
+    .venv/bin/python bench/run.py --only wan --out bench/results/partial.md   # the WAN section
+
+Workload 9 (``wan``, rlm-core only) is :mod:`wan`: the bridge over every carrier through a
+link that delays each byte 25 ms each way; it has its own section and table.
 
 Nothing here talks to anything but 127.0.0.1: the stand-in LMs run in the worker
 processes, and the one HTTP model (for latency) is :mod:`lm_server`, started by this driver.
@@ -31,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import wan
 from _common import FIXED_BACKENDS, SAMPLE_PREFIX
 from lm_server import LMServer
 
@@ -52,8 +57,9 @@ NUMBERS: dict[str, str] = {
     "fixed-openai": "7",
     "fanout": "7",
     "eval": "8",
+    "wan": "9",
 }
-"""Worker workload name -> workload number of the table."""
+"""Worker workload name -> workload number of the table (9: its own section)."""
 
 LABELS: dict[tuple[str, str], str] = {
     ("ours", "local"): "rlm-core local",
@@ -160,6 +166,9 @@ def plan(quick: bool, lm_url: str, answer_url: str) -> list[Job]:
             jobs.append(Job(system, "fanout", "local", args))
     # 8. `rlm eval` throughput (rlm-core only)
     jobs.append(Job("ours", "eval", "local", ("--reps", n(3, 1), "--width", str(EVAL_TASKS))))
+    # 9. the bridge over a 50 ms RTT link, every carrier (rlm-core only; bench/wan.py)
+    for variant in wan.VARIANTS:
+        jobs.append(Job("ours", "wan", variant, ("--emit", "--trace", *(("--quick",) * quick))))
     return jobs
 
 
@@ -170,7 +179,7 @@ def select(jobs: list[Job], only: list[str]) -> list[Job]:
     wanted = {w.strip() for item in only for w in item.split(",") if w.strip()}
     unknown = wanted - set(NUMBERS) - set(NUMBERS.values())
     if unknown:
-        raise SystemExit(f"unknown workload(s) {sorted(unknown)}: use 1-8 or {sorted(NUMBERS)}")
+        raise SystemExit(f"unknown workload(s) {sorted(unknown)}: use 1-9 or {sorted(NUMBERS)}")
     return [j for j in jobs if j.workload in wanted or NUMBERS[j.workload] in wanted]
 
 
@@ -242,6 +251,8 @@ def run_job(
 ) -> tuple[list[Record], str | None]:
     """Run one worker (its own process group, killed on timeout); parse its samples."""
     script = BENCH / ("workloads_ours.py" if job.system == "ours" else "workloads_rlms.py")
+    if job.workload == "wan":
+        script = BENCH / "wan.py"
     command = [str(pythons[job.system]), str(script), job.workload, "--variant", job.variant]
     process = subprocess.Popen(
         [*profiler_prefix(job, profile_dir), *command, *job.args],
@@ -787,33 +798,40 @@ def render(rows: list[Row], out: Outcome, *, quick: bool, elapsed: float, only: 
         f"* rlm-core {ours.get('library_version', '?')} on Python {ours.get('python', '?')}; "
         f"rlms {theirs.get('library_version', '?')} on Python {theirs.get('python', '?')} "
         "(each in its own venv, one worker process per measurement)",
-        "",
-        render_table(rows),
-        "",
-        "## Context load details (workload 3)",
-        "",
-        render_context_details(out),
-        "",
-        "## Notes",
-        "",
-        NOTES.rstrip("\n"),
     ]
+    if rows:
+        parts += ["", render_table(rows)]
+    if any(r.name == "context" for r in out.records):
+        parts += ["", "## Context load details (workload 3)", "", render_context_details(out)]
+    remarks: list[str] = []
     for r in out.records:
         if r.name == "fanout" and r.meta.get("failed_children"):
-            parts.append(
+            remarks.append(
                 f"* **{r.system} fan-out of {r.meta['children']}, "
                 f"{r.meta['child_latency_ms']:g} ms children:** {r.meta['failed_children']} of "
                 f"{r.meta['total_children']} child RLMs failed, e.g. "
                 f"`{r.meta['first_failure']}`; the times include the failing children."
             )
         if r.name == "batched" and r.meta.get("failed_calls") and r.meta.get("phase") == "warm":
-            parts.append(
+            remarks.append(
                 f"* **{r.system} batched sub-calls:** {r.meta['failed_calls']} of "
                 f"{r.meta['total_calls']} calls failed, e.g. `{r.meta['first_failure']}`; "
                 "the times include the failing calls."
             )
     for job, error in out.failures:
-        parts.append(f"* **{job.describe()} failed:** {error}")
+        remarks.append(f"* **{job.describe()} failed:** {error}")
+    if rows:
+        parts += ["", "## Notes", "", NOTES.rstrip("\n"), *remarks]
+    elif remarks:
+        parts += ["", "## Failures", "", *remarks]
+    wan_records = [
+        {"name": r.name, "unit": r.unit, "values": r.values, **r.meta}
+        for r in out.records
+        if r.name in ("wan", "wan-trace")
+    ]
+    if wan_records:
+        parts += ["", "## WAN: the bridge over a 50 ms RTT link (workload 9)", ""]
+        parts.append(wan.render(wan_records, fold=True))
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -828,8 +846,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME",
-        help="run only this workload: 1-8 or subcall, batched, context, cell, e2e, bridge, "
-        "fixed, fixed-openai, fanout, eval (repeatable, or comma-separated)",
+        help="run only this workload: 1-9 or subcall, batched, context, cell, e2e, bridge, "
+        "fixed, fixed-openai, fanout, eval, wan (repeatable, or comma-separated)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(

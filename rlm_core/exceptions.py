@@ -6,6 +6,8 @@ attributes of the reference ``rlms`` package, so ``except`` clauses written for 
 
 from __future__ import annotations
 
+from rlm_core.agent import MAX_MESSAGE_BYTES
+
 
 class RLMError(Exception):
     """Base class of every error rlm-core raises on purpose."""
@@ -156,7 +158,27 @@ class ProtocolMismatchError(SandboxError):
     """Host and agent speak different versions of the bridge protocol."""
 
 
+class MessageTooLargeError(SandboxError, ValueError):
+    """A value would exceed the bridge's message limit (``MAX_MESSAGE_BYTES``, 64 MiB) on
+    the wire, e.g. a variable given to ``set_variable``; nothing was sent. ``size`` is the
+    value's size in bytes, ``limit`` the limit. (Contexts are streamed in chunks, so any
+    size loads.)"""
+
+    def __init__(self, what: str, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{what} is {size:,} bytes, over the {limit // (1024 * 1024)} MiB message limit"
+        )
+
+
 class ForkedHostError(SandboxError):
     """A sandbox was started in a process forked from one that had already used the
     bridge: gRPC cannot be used safely after such a fork, so start worker processes with
     ``multiprocessing``'s ``spawn`` or ``forkserver`` start method instead."""
+
+
+class RLMWarning(UserWarning):
+    """Base class of the warnings rlm-core emits, e.g. when a setting cannot take full
+    effect on the chosen environment. Filter them with
+    ``warnings.filterwarnings("ignore", category=rlm_core.RLMWarning)``."""

@@ -7,6 +7,7 @@ import contextlib
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rlm_core.backends.base import Backend, to_messages
-from rlm_core.environments.base import PERSISTENT, Environment, Session, parse_tools
+from rlm_core.environments.base import PERSISTENT, TIMEOUT, Environment, Session, parse_tools
 from rlm_core.environments.settings import (
+    CAPABILITY_NOTES,
     Setting,
     check_environment_settings,
     describe_type,
@@ -28,6 +30,7 @@ from rlm_core.exceptions import (
     ConfigurationError,
     ErrorThresholdExceededError,
     LimitExceededError,
+    RLMWarning,
     SandboxRestartedError,
     TimeoutExceededError,
     TokenLimitExceededError,
@@ -359,6 +362,21 @@ class _Run:
         return self._map(lambda p: self.rlm_query(p, model), list(prompts))
 
 
+def _budget_between_cells(environment: str, max_timeout: float) -> str:
+    """The warning for ``max_timeout`` on an environment that cannot interrupt a cell."""
+    note = CAPABILITY_NOTES[TIMEOUT]
+    alternatives = " or ".join(f"environment={name!r}" for name in note.builtin_environments)
+    message = (
+        f"max_timeout={max_timeout:g} is checked only between cells on the {environment!r} "
+        f"environment (and when a cell makes a sub-LM call): it lacks the {TIMEOUT!r} "
+        f"capability ({note.meaning}), so a cell that runs past the deadline is not stopped "
+        "and the completion overruns by as long as that cell takes."
+    )
+    if alternatives:
+        message += f" Use {alternatives} to have a running cell interrupted at the deadline."
+    return message
+
+
 class RLM:
     """A Recursive Language Model: ``RLM(...).completion(context, root_prompt=question)``.
 
@@ -375,6 +393,10 @@ class RLM:
     * ``max_budget`` (USD), ``max_timeout`` (s), ``max_tokens`` (input+output): budgets of
       the whole recursion tree; exceeding one raises ``BudgetExceededError``,
       ``TimeoutExceededError`` or ``TokenLimitExceededError`` (with ``partial_answer``).
+      On an environment without the ``timeout`` capability (``local``) a running cell
+      cannot be interrupted, so ``max_timeout`` is checked only between cells (and at
+      sub-LM calls); such an RLM warns once, with an
+      :class:`~rlm_core.exceptions.RLMWarning`, when it is made.
     * ``max_errors``: consecutive iterations with a failing cell before
       ``ErrorThresholdExceededError``.
     * ``custom_system_prompt``, ``orchestrator``, ``user_prologue``: the root prompt.
@@ -501,13 +523,14 @@ class RLM:
         self._environment_factory: Callable[..., Environment] = (
             get_registry().environment(environment).factory
         )
-        if persistent:
-            caps: frozenset[str] = getattr(self._environment_factory, "capabilities", frozenset())
-            if PERSISTENT not in caps:
-                raise ConfigurationError(
-                    f"persistent=True is not supported by environment {environment!r} "
-                    f"(it does not declare the {PERSISTENT!r} capability)"
-                )
+        caps: frozenset[str] = getattr(self._environment_factory, "capabilities", frozenset())
+        if persistent and PERSISTENT not in caps:
+            raise ConfigurationError(
+                f"persistent=True is not supported by environment {environment!r} "
+                f"(it does not declare the {PERSISTENT!r} capability)"
+            )
+        if max_timeout is not None and TIMEOUT not in caps:
+            warnings.warn(_budget_between_cells(environment, max_timeout), RLMWarning, stacklevel=2)
         # Settings are checked now, not at the first completion: unknown names and types
         # against the environment's declaration, ranges by constructing it (not starting
         # it); that instance serves the first completion.

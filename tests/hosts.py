@@ -55,9 +55,10 @@ class Host:
     servers and sandboxes left in that directory.
     """
 
-    def __init__(self, script: str, *args: str) -> None:
+    def __init__(self, script: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.tmp = tempfile.mkdtemp(prefix="rlm-test-host-")
-        env = dict(os.environ)
+        extra = env or {}
+        env = {**os.environ, **extra}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (PACKAGE_ROOT, TESTS_DIR, env.get("PYTHONPATH")) if p
         )

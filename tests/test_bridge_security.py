@@ -864,12 +864,7 @@ def test_agent_imports_only_stdlib_grpc_and_protobuf(sockdir: Path) -> None:
     allowed = set(sys.stdlib_module_names) | {"grpc", "google", "rlm_core"} | grpc_own
     top_level = {name.split(".")[0] for name in imported}
     assert top_level - allowed == set()
-
-    forbidden = {"pluggy", "cryptography", "openai", "anthropic"}
-    assert forbidden & top_level == set()
-    for name in ("rlm_core.plugins", "rlm_core.rlm", "rlm_core.hookspecs", "rlm_core.cli"):
-        assert name not in imported
-    assert not any(name.startswith("rlm_core.backends") for name in imported)
+    # Which rlm_core modules it may load: the allow-list in test_layering.py.
     assert "rlm_core.agent.server" in imported  # the probe saw the real agent
 
 

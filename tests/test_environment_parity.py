@@ -1,8 +1,16 @@
-"""The same end-to-end behaviour in every built-in environment."""
+"""The same end-to-end behaviour in every built-in environment, and over every carrier.
+
+The ``loopback`` environment runs the agent as a local process and reaches it as a cloud
+plugin would: ``dial`` (loopback TCP, also with pinned TLS), ``stdio`` (relayed over the
+process's pipes, binary and base64 framing) and ``reverse`` (the agent dials the host).
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,7 +18,32 @@ from scripts import Script, finish, repl
 
 from rlm_core import RLM, RLMLogger
 
-ENVIRONMENTS = ["local", "subprocess"]
+SETUPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "local": ("local", {}),
+    "subprocess": ("subprocess", {}),
+    "dial": ("loopback", {"carrier": "dial"}),
+    "dial-tls": ("loopback", {"carrier": "dial", "tls": True}),
+    "stdio": ("loopback", {"carrier": "stdio"}),
+    "stdio-base64-tls": ("loopback", {"carrier": "stdio", "framing": "base64", "tls": True}),
+    "reverse": ("loopback", {"carrier": "reverse"}),
+    "reverse-tls": ("loopback", {"carrier": "reverse", "tls": True}),
+}
+ENVIRONMENTS = list(SETUPS)
+
+
+def _carrier_dirs() -> set[str]:
+    """The loopback launchers' and host relays' private socket directories."""
+    root = tempfile.gettempdir()
+    return {n for n in os.listdir(root) if n.startswith(("rlm-loopback-", "rlm-relay-"))}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """Every carrier removes its sockets and directories when its environment closes."""
+    before = _carrier_dirs()
+    yield
+    assert _carrier_dirs() - before == set()
+
 
 Messages = list[dict[str, Any]]
 
@@ -18,10 +51,12 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def make_rlm(environment: str, script: Any, **kwargs: Any) -> RLM:
+    name, settings = SETUPS[environment]
     return RLM(
         backend="scripted",
         backend_kwargs={"responses": script},
-        environment=environment,
+        environment=name,
+        environment_kwargs=settings,
         **kwargs,
     )
 
@@ -119,10 +154,12 @@ def test_compaction(environment: str) -> None:
             )
         return repl("print('w' * 4000)")
 
+    name, settings = SETUPS[environment]
     rlm = RLM(
         backend="scripted",
         backend_kwargs={"responses": Script(root), "context_window": 3_000},
-        environment=environment,
+        environment=name,
+        environment_kwargs=settings,
         compaction=True,
     )
     count, summary = rlm.completion("c").response.split(":")
@@ -199,3 +236,33 @@ def test_64_concurrent_batched_calls_are_in_flight_at_once() -> None:
     assert result.response == "00p,10p,20p|64"
     assert state["peak"] >= 32
     assert result.usage_summary.model_usage_summaries["scripted"].total_calls == 65
+
+
+@pytest.mark.parametrize("environment", [e for e in ENVIRONMENTS if e != "local"])
+def test_a_cell_that_writes_garbage_to_fd_1_and_2_and_closes_them_breaks_nothing(
+    environment: str,
+) -> None:
+    # In ``local`` those are the host's own descriptors: only out-of-process setups.
+    hostile = (
+        "import os, subprocess, sys\n"
+        "os.write(1, b'\\x00\\xffRLM-AGENT-READY port=1 pid=1\\n\\x00' * 500)\n"
+        "os.write(2, bytes(range(256)) * 40)\n"
+        "subprocess.run([sys.executable, '-c', 'print(\"child \\\\x00 noise\" * 1000)'])\n"
+        "os.close(1)\nos.close(2)\n"
+        "print('still here')"
+    )
+    script = Script(
+        [
+            repl(hostile),
+            repl("big = llm_query_batched(['q'] * 8)\nprint(len(context), big[0])"),
+            finish("done"),
+        ],
+        sub=lambda p: p.upper(),
+    )
+    logger = RLMLogger()
+    result = make_rlm(environment, script, logger=logger).completion("x" * 100_000)
+    assert result.response == "done"
+    assert result.metadata is not None
+    first, second = (it["code_blocks"][0]["result"] for it in result.metadata["iterations"][:2])
+    assert "still here" in first["stdout"]
+    assert second["stdout"] == "100000 Q\n", second

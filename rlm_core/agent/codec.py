@@ -9,22 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlm_core.agent import CHUNK_BYTES, MAX_MESSAGE_BYTES
-from rlm_core.exceptions import SandboxError
+from rlm_core.exceptions import MessageTooLargeError as MessageTooLargeError  # re-exported
 from rlm_core.types import RLMChatCompletion
 
 TEXT, BYTES, JSON = 1, 2, 3
 """Context kinds (the ``ContextKind`` enum values of the protocol)."""
-
-
-class MessageTooLargeError(SandboxError, ValueError):
-    """A value would exceed :data:`MAX_MESSAGE_BYTES` on the wire."""
-
-    def __init__(self, what: str, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
-        self.size = size
-        self.limit = limit
-        super().__init__(
-            f"{what} is {size:,} bytes, over the {limit // (1024 * 1024)} MiB message limit"
-        )
 
 
 def dumps(value: Any) -> bytes:

@@ -2,10 +2,18 @@
 
     python -m rlm_core.agent --listen unix:/tmp/agent.sock --secrets-stdin
     python -m rlm_core.agent --listen 0.0.0.0:0 --secrets-file /run/rlm/secrets.json
+    python -m rlm_core.agent --stdio --secrets-stdin [--framing base64]
+    python -m rlm_core.agent --dial HOST:PORT --secrets-stdin
 
 Secrets (``{"token": ..., "tls_cert": PEM, "tls_key": PEM}``) come as one JSON line on stdin,
 or from a file that is deleted once read, or (token only) from ``RLM_AGENT_TOKEN``; never
 from the command line. Once listening it prints ``RLM-AGENT-READY port=N pid=P``.
+
+Relay carriers, for sandboxes without an inbound port (see :mod:`rlm_core.agent.relay`):
+``--stdio`` relays the gRPC connection over stdin/stdout (the secrets line first, then the
+ready line and frames; cell output goes to stderr), ``--dial HOST:PORT`` relays it over one
+TCP connection to the host's listener. Either serves on a private Unix socket unless
+``--listen unix:...`` is given.
 
 ``--fork-server FD`` runs the fork server instead (see
 :mod:`rlm_core.agent.forkserver`): same-host launchers fork agents from it.
@@ -27,6 +35,8 @@ def _leave_with_launcher(launcher_pid: int | None, shared_dir: str | None) -> No
         os._exit(0)
 
     signal.signal(signal.SIGTERM, leave)
+    if launcher_pid == 0:  # whoever started this process (a wrapper such as unshare)
+        launcher_pid = os.getppid()
     if launcher_pid is not None:
         from rlm_core.agent.process_tree import set_parent_death_signal
 
@@ -50,13 +60,32 @@ def _limit_memory(memory_limit_mb: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and serve until the session ends."""
+def build_parser() -> argparse.ArgumentParser:
+    """The agent's command-line parser (launchers' argv is checked against it)."""
     parser = argparse.ArgumentParser(prog="python -m rlm_core.agent", description=__doc__)
     parser.add_argument(
         "--listen",
-        default="127.0.0.1:0",
-        help="gRPC address: HOST:PORT (port 0 picks a free one) or unix:/path/to.sock",
+        default=None,
+        help="gRPC address: HOST:PORT (port 0 picks a free one) or unix:/path/to.sock "
+        "(default 127.0.0.1:0; with --stdio or --dial, a private Unix socket)",
+    )
+    carrier = parser.add_mutually_exclusive_group()
+    carrier.add_argument(
+        "--stdio",
+        action="store_true",
+        help="relay the gRPC connection over stdin/stdout (cell output goes to stderr)",
+    )
+    carrier.add_argument(
+        "--dial",
+        metavar="HOST:PORT",
+        default=None,
+        help="dial out to the host's reverse listener and relay over that connection",
+    )
+    parser.add_argument(
+        "--framing",
+        choices=("binary", "base64"),
+        default="binary",
+        help="frame encoding on the relay carrier (base64 for carriers that only pass text)",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--secrets-stdin", action="store_true", help="read secrets from stdin")
@@ -95,7 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FD",
         help="serve fork requests on the Unix socket FD instead of serving a session",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and serve until the session ends."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    relayed = args.stdio or args.dial is not None
+    if relayed and args.listen is not None and not args.listen.startswith("unix:"):
+        parser.error("--stdio and --dial relay to a Unix socket: --listen must be unix:PATH")
+    if args.listen is None and not relayed:
+        args.listen = "127.0.0.1:0"
+    args.carrier_fds = None
     if args.fork_server is not None:
         _leave_with_launcher(args.die_with_parent, args.shared_dir)
         import os
@@ -112,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         from rlm_core.agent.supervisor import supervise
 
         supervise(args.die_with_parent, args.shared_dir)  # returns in the agent only
+    if args.stdio:
+        # Here, in the process that serves: with --die-with-parent the supervisor forked
+        # above and keeps its inherited fds 0 and 1 without ever reading or writing them
+        # (it runs no cell code and exits right after the agent), so the carrier is the
+        # agent's alone, and the host sees its end of file once both have exited.
+        from rlm_core.agent.relay import claim_stdio
+
+        args.carrier_fds = claim_stdio()
     _limit_memory(args.memory_limit_mb)
     from rlm_core.agent.server import serve
 

@@ -513,7 +513,13 @@ class AgentServicer(pb_grpc.AgentServicer):
 
 def _read_secrets(args: Any) -> dict[str, Any]:
     if args.secrets_stdin:
-        line = sys.stdin.readline()
+        carrier = getattr(args, "carrier_fds", None)
+        if carrier is not None:  # exactly one line: the frames that follow are the relay's
+            from rlm_core.agent.relay import read_line
+
+            line = read_line(carrier[0])
+        else:
+            line = sys.stdin.readline()
         return dict(json.loads(line)) if line.strip() else {}
     if args.secrets_file:
         with open(args.secrets_file, encoding="utf-8") as f:
@@ -535,6 +541,15 @@ def serve(args: Any) -> int:
             file=sys.stderr,
         )
         return 2
+    carrier = _carrier(args)
+    relay_dir: str | None = None
+    if carrier is not None and args.listen is None:  # a private socket only the relay uses
+        import tempfile
+
+        # Inside the shared directory when there is one: the supervisor and the launcher
+        # remove that even when the agent is killed before its own clean-up.
+        relay_dir = tempfile.mkdtemp(prefix="rlm-agent-", dir=args.shared_dir)
+        args.listen = f"unix:{os.path.join(relay_dir, 'agent.sock')}"
     stop = threading.Event()
     reason: list[str] = []
 
@@ -568,13 +583,20 @@ def serve(args: Any) -> int:
         print(f"rlm-agent: cannot listen on {args.listen}", file=sys.stderr)
         return 2
     server.start()
-    print(f"RLM-AGENT-READY port={port} pid={os.getpid()}", flush=True)
+    ready_line = f"RLM-AGENT-READY port={port} pid={os.getpid()}"
+    if carrier is not None:
+        ready_line = (
+            f"RLM-AGENT-READY port=0 pid={os.getpid()} carrier={carrier} framing={args.framing}"
+        )
+    if carrier != "stdio":  # on the stdio carrier it goes on the carrier, first
+        print(ready_line, flush=True)
 
     def clean_up() -> None:
-        if args.shared_dir:  # the launcher's private directory: remove it with us
-            import shutil  # only on the way out: it is slow to import
+        for directory in (args.shared_dir, relay_dir):  # private directories: ours to remove
+            if directory:
+                import shutil  # only on the way out: it is slow to import
 
-            shutil.rmtree(args.shared_dir, ignore_errors=True)
+                shutil.rmtree(directory, ignore_errors=True)
 
     exit_signal: list[int] = []
 
@@ -612,6 +634,29 @@ def serve(args: Any) -> int:
                 return
 
     threading.Thread(target=watchdog, name="rlm-agent-watchdog", daemon=True).start()
+    relay = None
+    if carrier is not None:
+        from rlm_core.agent.relay import open_carrier
+
+        def carrier_ended(why: str) -> None:  # from a relay thread: never block it
+            threading.Thread(target=stop_within, args=(2.0, why), daemon=True).start()
+
+        try:
+            relay = open_carrier(
+                stdio=args.carrier_fds,
+                dial=args.dial,
+                token=token,
+                server_path=args.listen.removeprefix("unix:"),
+                framing=args.framing,
+                ready_line=ready_line,
+                on_end=carrier_ended,
+            )
+        except OSError as exc:
+            print(f"rlm-agent: cannot open the {carrier} carrier: {exc}", file=sys.stderr)
+            stop.set()
+            server.stop(grace=None)
+            clean_up()
+            return 2
     try:
         servicer.run_cells_forever(stop)
     except KeyboardInterrupt:
@@ -619,12 +664,24 @@ def serve(args: Any) -> int:
     except BaseException as exc:  # never serve heartbeats with no one to run cells
         shutdown(f"the cell loop failed: {type(exc).__name__}: {exc}")
     log.info("shutting down: %s", reason[0] if reason else "stopped")
-    server.stop(grace=0.5)
+    stopped = server.stop(grace=0.5)
+    if relay is not None:  # let the last answers (to Close, say) through the carrier
+        stopped.wait(1.0)
+        relay.close(drain=0.5)
     clean_up()
     finished.set()
     if exit_signal:
         _exit_as(exit_signal[0])
     return 0
+
+
+def _carrier(args: Any) -> str | None:
+    """The relay carrier the agent serves over: ``"stdio"``, ``"reverse"`` or ``None``."""
+    if getattr(args, "stdio", False):
+        return "stdio"
+    if getattr(args, "dial", None):
+        return "reverse"
+    return None
 
 
 def _exit_as(signum: int | None) -> None:

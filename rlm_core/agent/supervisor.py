@@ -7,7 +7,8 @@ holding the GIL, detaching children with ``setsid``) can keep it from acting:
 
 * it is a *child subreaper*: every process a cell starts that outlives its own parent is
   adopted by the supervisor, however it detached itself, so the whole tree stays findable;
-* when the launcher ``PPID`` dies (parent-death signal, checked again twice a second), or on
+* when the launcher ``PPID`` dies (parent-death signal, checked again twice a second; ``0``
+  means the process that started the agent, e.g. a wrapper such as ``unshare``), or on
   SIGTERM, SIGINT or SIGHUP, it kills the agent and every descendant and exits;
 * when the agent ends, it kills whatever the agent left running, then exits the way the
   agent did (same exit code, or the same signal), so the launcher sees the agent's status;
@@ -42,6 +43,8 @@ def supervise(launcher_pid: int, shared_dir: str | None) -> None:
     """
     if not sys.platform.startswith("linux"):
         return
+    if launcher_pid == 0:  # "whoever started me": a wrapper (unshare, bwrap) sits between
+        launcher_pid = os.getppid()
     signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
     become_subreaper()
     set_parent_death_signal(signal.SIGTERM)

@@ -1,8 +1,11 @@
-"""The host's end of the bridge: a connection to one agent.
+"""The host's end of the bridge: a connection to one agent, owning every RPC.
 
-:class:`AgentClient` dials the agent, authenticates every call with the session token,
-checks the protocol version, and keeps the ``Subcalls`` stream open: requests the agent
-sends on it are handed to a dispatcher, answers and heartbeats go back on the same stream.
+:class:`AgentClient` opens a gRPC channel over a carrier (see
+:mod:`rlm_core.bridge.carriers`), authenticates every call with the session token, checks
+the protocol version and keeps the ``Subcalls`` stream open: requests the agent sends on it
+are handed to a dispatcher, answers and heartbeats go back on the same stream. Every RPC
+goes through a method here, which maps gRPC status codes to typed errors, so nothing above
+the bridge sees gRPC or the generated protocol classes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -25,8 +28,15 @@ from rlm_core import __version__
 from rlm_core._proto.rlm.v1 import agent_pb2 as pb
 from rlm_core._proto.rlm.v1 import agent_pb2_grpc as pb_grpc
 from rlm_core.agent import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
+from rlm_core.bridge.carriers import Dial
+from rlm_core.bridge.results import AgentGoneError, AgentInfo, CellDeadlineError
 from rlm_core.bridge.tls import TLS_SERVER_NAME, auth_metadata
-from rlm_core.exceptions import ForkedHostError, ProtocolMismatchError, SandboxError
+from rlm_core.exceptions import (
+    ForkedHostError,
+    ProtocolMismatchError,
+    SandboxError,
+)
+from rlm_core.types import REPLResult, locals_from_wire
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +45,10 @@ Dispatcher = Callable[[pb.SubcallRequest], pb.SubcallResponse]
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach an agent: a gRPC target, the session token and, for TLS, the pinned
-    certificate of the agent (``None`` for plaintext over a private route)."""
+    """How to reach an agent, as launchers written for the first launcher contract
+    return it: a gRPC target, the session token and, for TLS, the pinned certificate of
+    the agent (``None`` for plaintext over a private route). New launchers return a
+    :class:`~rlm_core.bridge.carriers.Dial` instead."""
 
     target: str
     token: str
@@ -46,6 +58,17 @@ class Endpoint:
     def __repr__(self) -> str:  # never show the token
         tls = "tls" if self.server_certificate else "plaintext"
         return f"Endpoint(target={self.target!r}, {tls})"
+
+    def to_dial(self) -> Dial:
+        """The same route as a :class:`~rlm_core.bridge.carriers.Dial`."""
+        if self.server_certificate is None:  # the environment's tls setting decides
+            return Dial(self.target)
+        return Dial(
+            self.target,
+            tls="session",
+            server_certificate=self.server_certificate,
+            server_name=self.server_name,
+        )
 
 
 _grpc_pid: int | None = None
@@ -115,27 +138,43 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 
 
 class AgentClient:
-    """One authenticated connection to an agent."""
+    """One authenticated connection to an agent.
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    ``route`` is where to dial: a :class:`~rlm_core.bridge.carriers.Dial` (a relay carrier
+    hands its private ``unix:`` target as one) or, for old callers, an :class:`Endpoint`.
+    ``token`` is the session token (taken from an ``Endpoint`` when not given).
+    ``session_certificate`` is the session's own certificate, pinned for ``tls="session"``
+    routes that name no certificate of their own.
+    """
+
+    def __init__(
+        self,
+        route: Dial | Endpoint,
+        token: str | None = None,
+        *,
+        session_certificate: bytes | None = None,
+    ) -> None:
         global _grpc_pid
         check_fork_safety()
         if _grpc_pid is None:
             _grpc_pid = os.getpid()
         self._owner = os.getpid()
         _clients.add(self)
-        self.endpoint = endpoint
-        options = list(CHANNEL_OPTIONS)
-        if endpoint.server_certificate is not None:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=endpoint.server_certificate
-            )
-            options.append(("grpc.ssl_target_name_override", endpoint.server_name))
-            self.channel = grpc.secure_channel(endpoint.target, credentials, options=options)
+        if isinstance(route, Endpoint):
+            token = route.token if token is None else token
+            self.endpoint = route
+            route = route.to_dial()
         else:
-            self.channel = grpc.insecure_channel(endpoint.target, options=options)
+            pinned = route.server_certificate
+            if route.tls in (None, "session") and pinned is None:
+                pinned = session_certificate
+            self.endpoint = Endpoint(route.target, token or "", pinned)
+        if token is None:
+            raise ValueError("AgentClient needs the session token")
+        self.route = route
+        self.channel = _open_channel(route, session_certificate)
         self.stub = pb_grpc.AgentStub(self.channel)  # type: ignore[no-untyped-call]
-        self.metadata = auth_metadata(endpoint.token)
+        self.metadata = auth_metadata(token) + tuple(route.metadata.items())
         self._outbox: queue.Queue[pb.HostMessage | None] = queue.Queue()
         self._stream: Any = None
         self._reader: threading.Thread | None = None
@@ -151,35 +190,68 @@ class AgentClient:
             grpc.channel_ready_future(self.channel).result(timeout=timeout)
         except grpc.FutureTimeoutError as exc:
             raise SandboxError(
-                f"the agent at {self.endpoint.target} did not accept a connection "
-                f"within {timeout:g}s"
+                f"the agent at {self.route.target} did not accept a connection within {timeout:g}s"
             ) from exc
+
+    def begin(
+        self,
+        depth: int,
+        tools: list[pb.Tool],
+        heartbeat_timeout: float,
+        heartbeat_interval: float,
+        dispatch: Callable[[pb.SubcallRequest], None],
+        timeout: float,
+    ) -> AgentInfo:
+        """Start the session in as few round trips as the link allows: the handshake goes
+        out as soon as the channel connects (no separate wait), and the ``Subcalls``
+        stream opens beside it. Raises :class:`ProtocolMismatchError` on a version
+        mismatch and :class:`SandboxError` when the agent cannot be reached in time."""
+        request = _handshake_request(depth, tools, heartbeat_timeout)
+        future = self.stub.Handshake.future(
+            request, metadata=self.metadata, timeout=timeout, wait_for_ready=True
+        )
+        self.open_subcalls(dispatch, heartbeat_interval)
+        try:
+            response = future.result()
+        except grpc.RpcError as exc:
+            raise self._handshake_error(exc, timeout) from None
+        return self._check_handshake(response)
 
     def handshake(
         self, depth: int, tools: list[pb.Tool], heartbeat_timeout: float, timeout: float
-    ) -> pb.HandshakeResponse:
-        """Check versions and send the session settings."""
-        request = pb.HandshakeRequest(
-            protocol_version=PROTOCOL_VERSION,
-            host_version=__version__,
-            depth=depth,
-            tools=tools,
-            heartbeat_timeout=heartbeat_timeout,
-        )
+    ) -> AgentInfo:
+        """Check versions and send the session settings (one round trip)."""
+        request = _handshake_request(depth, tools, heartbeat_timeout)
         try:
-            response: pb.HandshakeResponse = self.stub.Handshake(
-                request, metadata=self.metadata, timeout=timeout
-            )
+            response = self.stub.Handshake(request, metadata=self.metadata, timeout=timeout)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise ProtocolMismatchError(exc.details()) from None
-            raise
+            raise self._handshake_error(exc, timeout) from None
+        return self._check_handshake(response)
+
+    def _handshake_error(self, exc: grpc.RpcError, timeout: float) -> SandboxError:
+        code = exc.code()
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return ProtocolMismatchError(exc.details())
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return SandboxError(
+                f"the agent at {self.route.target} did not answer within {timeout:g}s"
+            )
+        return SandboxError(f"the handshake failed: {code.name}: {exc.details()}")
+
+    @staticmethod
+    def _check_handshake(response: pb.HandshakeResponse) -> AgentInfo:
         if response.protocol_version != PROTOCOL_VERSION:
             raise ProtocolMismatchError(
                 f"protocol version mismatch: host speaks {PROTOCOL_VERSION}, agent "
                 f"{response.agent_version} speaks {response.protocol_version}"
             )
-        return response
+        return AgentInfo(
+            protocol_version=response.protocol_version,
+            agent_version=response.agent_version,
+            capabilities=tuple(response.capabilities),
+            pid=response.pid,
+            python_version=response.python_version,
+        )
 
     def open_subcalls(
         self, dispatch: Callable[[pb.SubcallRequest], None], heartbeat_interval: float
@@ -194,7 +266,7 @@ class AgentClient:
                     return
                 yield message
 
-        self._stream = self.stub.Subcalls(outgoing(), metadata=self.metadata)
+        self._stream = self.stub.Subcalls(outgoing(), metadata=self.metadata, wait_for_ready=True)
 
         def read() -> None:
             try:
@@ -227,6 +299,104 @@ class AgentClient:
             )
         self._outbox.put(pb.HostMessage(response=response))
 
+    # -- the calls ----------------------------------------------------------------------
+
+    def _failure(self, exc: grpc.RpcError, doing: str) -> SandboxError:
+        """The typed error for a failed call."""
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or self.stream_error:
+            return AgentGoneError(
+                doing,
+                f"{code.name}: {exc.details()}",
+                unreachable=code == grpc.StatusCode.UNAVAILABLE,
+            )
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return SandboxError(f"{doing}: {exc.details()}")
+        return SandboxError(f"{doing} failed: {code.name}: {exc.details()}")
+
+    def load_context(self, encoded: codec.EncodedContext, index: int) -> None:
+        """Stream an encoded context to the agent in chunks."""
+        header = pb.ContextChunk(
+            index=index, kind=cast(pb.ContextKind, encoded.kind), total_bytes=encoded.total_bytes
+        )
+
+        def chunks() -> Iterator[pb.ContextChunk]:
+            for i, piece in enumerate(encoded.pieces()):
+                data = piece if isinstance(piece, bytes) else bytes(piece)
+                if i == 0:
+                    header.data = data
+                    yield header
+                else:
+                    yield pb.ContextChunk(data=data)
+
+        try:
+            self.stub.LoadContext(chunks(), metadata=self.metadata)
+        except grpc.RpcError as exc:
+            raise self._failure(exc, f"loading context {index}") from None
+
+    def load_context_file(self, name: str, encoded: codec.EncodedContext, index: int) -> None:
+        """Announce a context the host wrote as ``name`` in the shared directory."""
+        chunk = pb.ContextChunk(
+            index=index,
+            kind=cast(pb.ContextKind, encoded.kind),
+            total_bytes=encoded.total_bytes,
+            path=name,
+        )
+        try:
+            self.stub.LoadContext(iter([chunk]), metadata=self.metadata)
+        except grpc.RpcError as exc:
+            raise self._failure(exc, f"loading context {index}") from None
+
+    def execute(self, code: str, cell_timeout: float, deadline: float | None) -> REPLResult:
+        """Run a cell. ``cell_timeout`` (0: none) is the agent's interrupt; ``deadline``
+        (seconds, or ``None``) bounds the call itself: past it, :class:`CellDeadlineError`."""
+        try:
+            response = self.stub.Execute(
+                pb.ExecuteRequest(code=codec.text(code), timeout=cell_timeout),
+                metadata=self.metadata,
+                timeout=deadline,
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise CellDeadlineError("the cell ignored its interrupt") from None
+            raise self._failure(exc, "running a cell") from None
+        return REPLResult(
+            stdout=response.stdout,
+            stderr=response.stderr,
+            locals=locals_from_wire(response.locals),
+            execution_time=response.execution_time,
+            final_answer=response.final_answer if response.has_final_answer else None,
+            error=response.error or None,
+        )
+
+    def get_variable(self, name: str) -> Any:
+        """A JSON copy of the variable, or its ``repr`` string when it is not JSON-able;
+        ``KeyError`` when it does not exist."""
+        try:
+            value = self.stub.GetVariable(
+                pb.GetVariableRequest(name=codec.text(name)), metadata=self.metadata
+            )
+        except grpc.RpcError as exc:
+            raise self._failure(exc, f"reading {name!r}") from None
+        if not value.found:
+            raise KeyError(name)
+        return codec.loads(value.json) if value.json else value.repr
+
+    def set_variable(self, name: str, value: Any, *, extend: bool = False) -> None:
+        """Send a JSON-compatible value (``extend``: append its items to a list)."""
+        try:
+            data = codec.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise SandboxError(f"{name!r}: only JSON-compatible values can be sent: {exc}") from exc
+        codec.check_size(f"the value of {name!r}", len(data))
+        try:
+            self.stub.SetVariable(
+                pb.SetVariableRequest(name=codec.text(name), json=data, extend=extend),
+                metadata=self.metadata,
+            )
+        except grpc.RpcError as exc:
+            raise self._failure(exc, f"setting {name!r}") from None
+
     def close(self, timeout: float = 2.0, *, send_close: bool = True) -> None:
         """Ask the agent to end the session (unless ``send_close`` is false, when the
         sandbox is being stopped anyway), then drop the connection. In a forked copy of
@@ -244,3 +414,38 @@ class AgentClient:
         reader = self._reader
         if reader is not None and reader is not threading.current_thread():
             reader.join(timeout)  # out of gRPC's code before the caller goes on (or exits)
+
+
+def _handshake_request(
+    depth: int, tools: list[pb.Tool], heartbeat_timeout: float
+) -> pb.HandshakeRequest:
+    return pb.HandshakeRequest(
+        protocol_version=PROTOCOL_VERSION,
+        host_version=__version__,
+        depth=depth,
+        tools=tools,
+        heartbeat_timeout=heartbeat_timeout,
+    )
+
+
+def _open_channel(route: Dial, session_certificate: bytes | None) -> grpc.Channel:
+    """A channel for ``route``: plaintext, pinned session TLS or public-CA TLS."""
+    options = list(CHANNEL_OPTIONS)
+    if route.authority:
+        options.append(("grpc.default_authority", route.authority))
+    mode = route.tls or ("session" if session_certificate or route.server_certificate else "none")
+    if mode == "none":
+        return grpc.insecure_channel(route.target, options=options)
+    if mode == "public":
+        if route.server_name:
+            options.append(("grpc.ssl_target_name_override", route.server_name))
+        return grpc.secure_channel(route.target, grpc.ssl_channel_credentials(), options=options)
+    certificate = route.server_certificate or session_certificate
+    if certificate is None:
+        raise SandboxError(
+            f"{route!r} asks for the session's TLS, but the session has no certificate "
+            "(set the environment's tls=True)"
+        )
+    options.append(("grpc.ssl_target_name_override", route.server_name or TLS_SERVER_NAME))
+    credentials = grpc.ssl_channel_credentials(root_certificates=certificate)
+    return grpc.secure_channel(route.target, credentials, options=options)

@@ -1,33 +1,28 @@
 """Remote environments: an agent plus a launcher.
 
 :class:`AgentEnvironment` does everything a sandbox provider needs except starting the
-sandbox: it talks to the agent over the gRPC bridge, serves the sub-LM and tool calls the
-agent sends, loads contexts as streams, enforces cell timeouts, notices a dead agent at once
-and restarts one whose cell ignored its interrupt. A provider plugin subclasses it and
-implements :meth:`AgentEnvironment.make_launcher`, returning a :class:`Launcher` that starts
-the agent and hands back an :class:`~rlm_core.bridge.client.Endpoint`.
+sandbox: it launches the agent through the provider's :class:`Launcher`, opens the carrier
+the launcher chose, serves the sub-LM and tool calls the agent sends, loads contexts as
+streams, enforces cell timeouts, notices a dead agent at once and restarts one whose cell
+ignored its interrupt (replaying contexts and history). It keeps only that lifecycle: every
+RPC is :class:`~rlm_core.bridge.client.AgentClient`'s, and gRPC is loaded only when an agent
+starts. A provider plugin subclasses it and implements :meth:`AgentEnvironment.make_launcher`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
-import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import time
+from abc import abstractmethod
 from secrets import token_hex
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import grpc
-
-from rlm_core._proto.rlm.v1 import agent_pb2 as pb
 from rlm_core.agent import codec
-from rlm_core.bridge.client import AgentClient, Endpoint, check_fork_safety
-from rlm_core.bridge.tls import TLSMaterial, make_tls_material, new_token
+from rlm_core.bridge.results import AgentGoneError, AgentInfo, CellDeadlineError
+from rlm_core.bridge.tls import make_tls_material, new_token
 from rlm_core.environments.base import (
     COMPACTION,
     FILES,
@@ -39,6 +34,13 @@ from rlm_core.environments.base import (
     Environment,
     Session,
 )
+from rlm_core.environments.launcher import (
+    AgentSecrets,
+    Launcher,
+    LaunchRequest,
+    call_launch,
+    describe_status,
+)
 from rlm_core.exceptions import (
     ConfigurationError,
     ContextError,
@@ -47,8 +49,14 @@ from rlm_core.exceptions import (
     SandboxError,
     SandboxRestartedError,
 )
-from rlm_core.threads import DaemonThreadPool
-from rlm_core.types import REPLResult, RLMChatCompletion, locals_from_wire
+from rlm_core.types import REPLResult
+
+if TYPE_CHECKING:
+    from rlm_core.bridge.carriers.opening import OpenCarrier
+    from rlm_core.bridge.client import AgentClient
+    from rlm_core.bridge.subcalls import SubcallServer
+
+__all__ = ["AgentEnvironment", "AgentInfo", "AgentSecrets", "LaunchRequest", "Launcher"]
 
 log = logging.getLogger(__name__)
 
@@ -56,70 +64,6 @@ _REPLAYED = re.compile(r"^history(_\d+)?$")
 
 SHARED_FILE_MIN_BYTES = 4 * 1024 * 1024
 """Contexts at least this large go through the launcher's shared directory when it has one."""
-
-
-@dataclass(frozen=True)
-class AgentSecrets:
-    """What an agent needs to authenticate its host: the token and optional TLS material.
-
-    Launchers deliver :meth:`to_json` to the agent through stdin or a file that the agent
-    deletes, never through the command line or the environment of other processes.
-    """
-
-    token: str
-    tls: TLSMaterial | None = None
-
-    def to_json(self) -> str:
-        """One JSON line for ``python -m rlm_core.agent --secrets-stdin``."""
-        data = {"token": self.token}
-        if self.tls is not None:
-            data["tls_cert"] = self.tls.certificate.decode()
-            data["tls_key"] = self.tls.private_key.decode()
-        return json.dumps(data)
-
-    def __repr__(self) -> str:
-        return f"AgentSecrets(token=<hidden>, tls={self.tls is not None})"
-
-
-class Launcher(ABC):
-    """Starts one agent and stops it: the only provider-specific part of an environment."""
-
-    @abstractmethod
-    def launch(self, secrets: AgentSecrets, heartbeat_timeout: float) -> Endpoint:
-        """Start the sandbox and the agent in it; return where to reach the agent."""
-
-    @abstractmethod
-    def terminate(self) -> None:
-        """Stop the agent and the sandbox. Safe to call twice or before :meth:`launch`."""
-
-    def exit_status(self, wait: float = 0.0) -> int | None:
-        """The agent's exit status once it has ended (``-N``: killed by signal N), waiting
-        up to ``wait`` seconds; ``None`` while it runs or when the provider cannot tell."""
-        return None
-
-    def diagnostics(self) -> str:
-        """The last lines the agent wrote to its stderr, when the provider has them."""
-        return ""
-
-    def shared_dir(self) -> str | None:
-        """A private directory that both the host and the agent (``--shared-dir``) can use,
-        for sandboxes on the host's own machine; large contexts then travel as a file
-        instead of as streamed chunks. ``None`` (the default) for remote sandboxes."""
-        return None
-
-
-def _describe_status(status: int | None) -> str:
-    if status is None:
-        return "exit status unknown"
-    if status < 0:
-        import signal
-
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = f"signal {-status}"
-        return f"killed by {name}"
-    return f"exit status {status}"
 
 
 class AgentEnvironment(Environment):
@@ -133,7 +77,9 @@ class AgentEnvironment(Environment):
     * ``tls``: encrypt the connection with a per-session certificate the host pins.
     * ``heartbeat_interval`` / ``heartbeat_timeout``: the agent exits once the host has
       been silent for ``heartbeat_timeout`` seconds.
-    * ``startup_timeout``: seconds to wait for the agent to accept a connection.
+    * ``startup_timeout``: seconds the whole start may take (the launcher's part included).
+    * ``max_lifetime``: the longest a sandbox may live, in seconds, passed to the
+      provider's own server-side timeout (``None``: the provider's default).
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset(
@@ -149,6 +95,7 @@ class AgentEnvironment(Environment):
         startup_timeout: float = 60.0,
         interrupt_grace: float = 3.0,
         max_dispatch_threads: int = 256,
+        max_lifetime: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -158,6 +105,9 @@ class AgentEnvironment(Environment):
         self.check_range("startup_timeout", startup_timeout, above=0)
         self.check_range("interrupt_grace", interrupt_grace, at_least=0)
         self.check_range("max_dispatch_threads", max_dispatch_threads, at_least=1)
+        self.check_range(
+            "max_lifetime", max_lifetime, above=0, hint="None means the provider's default"
+        )
         if heartbeat_interval >= heartbeat_timeout:
             raise ConfigurationError(
                 f"the {self.name or type(self).__name__!r} environment's heartbeat_interval "
@@ -171,17 +121,17 @@ class AgentEnvironment(Environment):
         self.heartbeat_timeout = heartbeat_timeout
         self.startup_timeout = startup_timeout
         self.interrupt_grace = interrupt_grace
+        self.max_lifetime = max_lifetime
         self._max_dispatch_threads = max_dispatch_threads
         self._session: Session | None = None
         self._launcher: Launcher | None = None
         self._client: AgentClient | None = None
-        self._pool: DaemonThreadPool | None = None
-        self._host_tools: dict[str, Callable[..., Any]] = {}
+        self._carrier: OpenCarrier | None = None
+        self._server: SubcallServer | None = None
         self._contexts: dict[int, Any] = {}
         self._replay: dict[str, Any] = {}
-        self._calls: list[RLMChatCompletion] = []
-        self._calls_lock = threading.Lock()
-        self.agent_info: pb.HandshakeResponse | None = None
+        self.agent_info: AgentInfo | None = None
+        """What the agent said about itself in the handshake (``None`` until started)."""
 
     @abstractmethod
     def make_launcher(self) -> Launcher:
@@ -194,149 +144,139 @@ class AgentEnvironment(Environment):
         self._session = session
         if self._client is None:
             self._boot()
+        elif self._server is not None:
+            self._server.bind(session.subcalls)
 
     def rebind(self, session: Session) -> None:
         """Serve a new session's sub-calls; the agent and its state stay."""
         self._session = session
+        if self._server is not None:
+            self._server.bind(session.subcalls)
+
+    def launch_request(self, secrets: AgentSecrets) -> LaunchRequest:
+        """The request handed to the launcher (a subclass may add to it)."""
+        return LaunchRequest(
+            environment=self.name or type(self).__name__,
+            secrets=secrets,
+            heartbeat_timeout=self.heartbeat_timeout,
+            deadline=time.monotonic() + self.startup_timeout,
+            max_lifetime=self.max_lifetime,
+            progress=self._report_progress,
+        )
+
+    def _report_progress(self, message: str) -> None:
+        log.info("%s: %s", self.name or type(self).__name__, message)
 
     def _boot(self) -> None:
+        from rlm_core.bridge.carriers.opening import open_carrier
+        from rlm_core.bridge.client import AgentClient, check_fork_safety
+        from rlm_core.bridge.subcalls import SubcallServer
+
         check_fork_safety()  # before anything is started
         session = self._require_session()
         launcher = self.make_launcher()
         secrets = AgentSecrets(new_token(), make_tls_material() if self.tls else None)
+        request = self.launch_request(secrets)
+        carrier: OpenCarrier | None = None
         client: AgentClient | None = None
+        server = SubcallServer(self._max_dispatch_threads)
         try:
-            endpoint = launcher.launch(secrets, self.heartbeat_timeout)
-            if self.tls and endpoint.server_certificate is None:
-                assert secrets.tls is not None
-                endpoint = Endpoint(endpoint.target, endpoint.token, secrets.tls.certificate)
-            client = AgentClient(endpoint)
-            client.wait_ready(self.startup_timeout)
-            tools, self._host_tools = self._tool_messages(session)
-            self.agent_info = client.handshake(
-                session.depth, tools, self.heartbeat_timeout, timeout=self.startup_timeout
+            connection = call_launch(launcher, request)
+            secrets = request.secrets  # a launcher may hand over an agent started earlier
+            carrier = open_carrier(connection, secrets.to_json(), request.deadline)
+            client = AgentClient(
+                carrier.route,
+                secrets.token,
+                session_certificate=secrets.tls.certificate if secrets.tls else None,
             )
-            self._pool = DaemonThreadPool(
-                max_workers=self._max_dispatch_threads, thread_name_prefix="rlm-bridge-call"
+            server.bind(session.subcalls)
+            tools = server.tool_messages(session.custom_tools)
+            server.start(client.respond)
+            self.agent_info = client.begin(
+                session.depth,
+                tools,
+                self.heartbeat_timeout,
+                self.heartbeat_interval,
+                server.dispatch,
+                timeout=max(request.remaining(), 1.0),
             )
-            client.open_subcalls(self._dispatch, self.heartbeat_interval)
         except BaseException as exc:
+            server.close()
             if client is not None:
                 client.close(timeout=0.5)
             status = launcher.exit_status(wait=0.5)
             launcher.terminate()
+            relay_failure = carrier.failure() if carrier is not None else None
+            preamble = carrier.diagnostics() if carrier is not None else ""
+            if carrier is not None:
+                carrier.close()
             if isinstance(exc, ProtocolMismatchError | KeyboardInterrupt):
                 raise
-            detail = launcher.diagnostics()
             raise SandboxError(
-                f"could not start the {self.name} agent: {type(exc).__name__}: {exc}"
-                + (f" ({_describe_status(status)})" if status is not None else "")
-                + (f"\nagent stderr:\n{detail}" if detail else "")
+                self._launch_failure(exc, status, relay_failure, preamble, launcher)
             ) from exc
-        self._launcher, self._client = launcher, client
+        self._launcher, self._client, self._carrier, self._server = (
+            launcher,
+            client,
+            carrier,
+            server,
+        )
+
+    def _launch_failure(
+        self,
+        exc: BaseException,
+        status: int | None,
+        relay_failure: str | None,
+        preamble: str,
+        launcher: Launcher,
+    ) -> str:
+        """One plain message: the launcher's own words, the exit status, the stderr tail."""
+        reason = str(exc) if isinstance(exc, SandboxError) else f"{type(exc).__name__}: {exc}"
+        message = f"could not start the {self.name or type(self).__name__} agent: {reason}"
+        if status is not None:
+            message += f" ({describe_status(status)})"
+        if relay_failure and relay_failure not in message:
+            message += f"\ncarrier: {relay_failure}"
+        for label, text in (("agent output", preamble), ("agent stderr", launcher.diagnostics())):
+            if text and text not in message:
+                message += f"\n{label}:\n{text}"
+        return message
 
     def close(self) -> None:
         """End the session and stop the sandbox."""
         client, self._client = self._client, None
         launcher, self._launcher = self._launcher, None
-        pool, self._pool = self._pool, None
+        carrier, self._carrier = self._carrier, None
+        server, self._server = self._server, None
         if launcher is not None:
             # Stopping the sandbox ends the session; no need to ask the agent first.
             launcher.terminate()
         if client is not None:
             client.close(send_close=launcher is None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        if carrier is not None:
+            carrier.close()
+        if server is not None:
+            server.close()
 
     def _restart(self) -> None:
         """Replace a wedged agent with a fresh one and reload the contexts."""
         client, self._client = self._client, None
         launcher, self._launcher = self._launcher, None
+        carrier, self._carrier = self._carrier, None
+        server, self._server = self._server, None
         if launcher is not None:
             launcher.terminate()
         if client is not None:
             client.close(timeout=0.2)
+        if carrier is not None:
+            carrier.close()
+        if server is not None:
+            server.close()
         self._boot()
         for index, payload in sorted(self._contexts.items()):
             self.load_context(payload, index)
         for name, value in self._replay.items():
             self.set_variable(name, value)
-
-    # -- sub-calls from the agent -------------------------------------------------------
-
-    def _tool_messages(self, session: Session) -> tuple[list[pb.Tool], dict[str, Any]]:
-        messages, host_tools = [], {}
-        for tool in session.custom_tools:
-            value = tool.value
-            if tool.source is not None:
-                messages.append(pb.Tool(name=tool.name, source=codec.text(tool.source)))
-            elif callable(value):
-                host_tools[tool.name] = value
-                messages.append(pb.Tool(name=tool.name, host_callable=True))
-            else:
-                try:
-                    data = codec.dumps(value)
-                except (TypeError, ValueError) as exc:
-                    raise SandboxError(
-                        f"custom tool {tool.name!r} is neither callable nor JSON-compatible "
-                        f"({type(value).__name__}), so it cannot be sent to the sandbox"
-                    ) from exc
-                messages.append(pb.Tool(name=tool.name, json_value=data))
-        return messages, host_tools
-
-    def _dispatch(self, request: pb.SubcallRequest) -> None:
-        pool = self._pool
-        if pool is None:
-            return
-        with contextlib.suppress(RuntimeError):  # shutting down
-            pool.submit(self._serve, request)
-
-    def _serve(self, request: pb.SubcallRequest) -> None:
-        client = self._client
-        response = pb.SubcallResponse(id=request.id)
-        try:
-            if request.kind == pb.SUBCALL_KIND_TOOL:
-                response.result = self._call_tool(request)
-            else:
-                completions = self._call_lm(request)
-                with self._calls_lock:
-                    self._calls.extend(completions)
-                response.completions.extend(codec.completion_to_bytes(c) for c in completions)
-        except BaseException as exc:  # SystemExit from a tool must not leave the cell waiting
-            response.error = codec.text(str(exc))
-            response.error_type = codec.text(type(exc).__name__)
-        finally:
-            if client is not None:
-                client.respond(response)
-
-    def _call_lm(self, request: pb.SubcallRequest) -> list[RLMChatCompletion]:
-        subcalls = self._require_session().subcalls
-        prompts = [codec.loads(p) for p in request.prompts]
-        model = request.model if request.has_model else None
-        kind = request.kind
-        if kind == pb.SUBCALL_KIND_LLM_QUERY:
-            return [subcalls.llm_query(prompts[0], model)]
-        if kind == pb.SUBCALL_KIND_LLM_QUERY_BATCHED:
-            return subcalls.llm_query_batched(prompts, model)
-        if kind == pb.SUBCALL_KIND_RLM_QUERY:
-            return [subcalls.rlm_query(prompts[0], model)]
-        if kind == pb.SUBCALL_KIND_RLM_QUERY_BATCHED:
-            return subcalls.rlm_query_batched(prompts, model)
-        raise ValueError(f"unknown sub-call kind {kind}")
-
-    def _call_tool(self, request: pb.SubcallRequest) -> bytes:
-        fn = self._host_tools.get(request.tool)
-        if fn is None:
-            raise KeyError(f"no host tool named {request.tool!r}")
-        arguments = codec.loads(request.arguments) or {}
-        result = fn(*arguments.get("args", []), **arguments.get("kwargs", {}))
-        try:
-            return codec.dumps(result)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"tool {request.tool!r} returned a {type(result).__name__}, which is not "
-                "JSON-compatible"
-            ) from exc
 
     # -- the contract -------------------------------------------------------------------
 
@@ -350,58 +290,43 @@ class AgentEnvironment(Environment):
             raise SandboxError(f"the {self.name} environment is not started (or closed)")
         return self._client
 
-    def _failure(self, exc: grpc.RpcError, doing: str) -> SandboxError:
-        """Turn a failed call into the right typed error."""
-        code = exc.code()
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or (
-            self._client is not None and self._client.stream_error
-        ):
-            launcher = self._launcher
-            status = launcher.exit_status(wait=2.0) if launcher is not None else None
-            if status is not None or code == grpc.StatusCode.UNAVAILABLE:
-                detail = launcher.diagnostics() if launcher is not None else ""
-                return SandboxCrashedError(
-                    f"the {self.name} agent died while {doing} ({_describe_status(status)})"
-                    + (f"\nagent stderr:\n{detail}" if detail else ""),
-                    status,
-                )
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return SandboxError(f"{doing}: {exc.details()}")
-        return SandboxError(f"{doing} failed: {code.name}: {exc.details()}")
+    def _gone(self, exc: AgentGoneError) -> SandboxError:
+        """Say why the connection broke: the agent died (with its status and stderr), the
+        carrier failed, or only the call was cut short."""
+        launcher = self._launcher
+        status = launcher.exit_status(wait=2.0) if launcher is not None else None
+        relay_failure = self._carrier.failure() if self._carrier is not None else None
+        if status is None and not exc.unreachable and relay_failure is None:
+            return SandboxError(f"{exc.doing} failed: {exc.detail}")
+        detail = launcher.diagnostics() if launcher is not None else ""
+        return SandboxCrashedError(
+            f"the {self.name} agent died while {exc.doing} ({describe_status(status)})"
+            + (f"\ncarrier: {relay_failure}" if relay_failure else "")
+            + (f"\nagent stderr:\n{detail}" if detail else ""),
+            status,
+        )
 
     def load_context(self, payload: Any, index: int) -> None:
-        """Stream ``payload`` to the agent in chunks (never as source text)."""
+        """Stream ``payload`` to the agent in chunks (never as source text); on a host
+        shared with the sandbox, large payloads go through the shared directory."""
         client = self._require_client()
         try:
             encoded = codec.encode_context_lazily(payload)
         except (TypeError, ValueError, RecursionError) as exc:
             raise ContextError(f"context {index}: {exc}") from exc
         shared = self._launcher.shared_dir() if self._launcher is not None else None
-        if shared is not None and encoded.total_bytes >= SHARED_FILE_MIN_BYTES:
-            self._load_context_file(client, shared, index, encoded)
-            self._contexts[index] = payload
-            return
-        header = pb.ContextChunk(
-            index=index, kind=cast(pb.ContextKind, encoded.kind), total_bytes=encoded.total_bytes
-        )
-
-        def chunks() -> Iterator[pb.ContextChunk]:
-            for i, piece in enumerate(encoded.pieces()):
-                data = piece if isinstance(piece, bytes) else bytes(piece)
-                if i == 0:
-                    header.data = data
-                    yield header
-                else:
-                    yield pb.ContextChunk(data=data)
-
         try:
-            client.stub.LoadContext(chunks(), metadata=client.metadata)
-        except grpc.RpcError as exc:
-            raise self._failure(exc, f"loading context {index}") from None
+            if shared is not None and encoded.total_bytes >= SHARED_FILE_MIN_BYTES:
+                self._load_context_file(client, shared, index, encoded)
+            else:
+                client.load_context(encoded, index)
+        except AgentGoneError as exc:
+            raise self._gone(exc) from None
         self._contexts[index] = payload
 
+    @staticmethod
     def _load_context_file(
-        self, client: AgentClient, shared: str, index: int, encoded: codec.EncodedContext
+        client: AgentClient, shared: str, index: int, encoded: codec.EncodedContext
     ) -> None:
         """Same-host shortcut: write the payload into the shared directory, announce it."""
         name = f"context-{index}-{token_hex(8)}.bin"
@@ -411,15 +336,7 @@ class AgentEnvironment(Environment):
             with os.fdopen(fd, "wb") as f:
                 for piece in encoded.pieces():
                     f.write(piece)
-            chunk = pb.ContextChunk(
-                index=index,
-                kind=cast(pb.ContextKind, encoded.kind),
-                total_bytes=encoded.total_bytes,
-                path=name,
-            )
-            client.stub.LoadContext(iter([chunk]), metadata=client.metadata)
-        except grpc.RpcError as exc:
-            raise self._failure(exc, f"loading context {index}") from None
+            client.load_context_file(name, encoded, index)
         finally:
             with contextlib.suppress(OSError):  # the agent deletes it once read
                 os.unlink(path)
@@ -430,64 +347,38 @@ class AgentEnvironment(Environment):
         client = self._require_client()
         limits = [t for t in (timeout, self.cell_timeout) if t is not None and t > 0]
         cell_timeout = min(limits) if limits else 0.0
-        rpc_deadline = cell_timeout + self.interrupt_grace if cell_timeout else None
-        with self._calls_lock:
-            self._calls = []
+        deadline = cell_timeout + self.interrupt_grace if cell_timeout else None
+        server = self._server
+        if server is not None:
+            server.take_calls()  # nothing left over from an earlier cell
         try:
-            response = client.stub.Execute(
-                pb.ExecuteRequest(code=codec.text(code), timeout=cell_timeout),
-                metadata=client.metadata,
-                timeout=rpc_deadline,
-            )
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                self._restart()
-                raise SandboxRestartedError(
-                    f"the cell ran past its {cell_timeout:g}s timeout and ignored the "
-                    f"interrupt for {self.interrupt_grace:g}s more, so the {self.name} "
-                    "sandbox was restarted: all variables were lost (the contexts were "
-                    "loaded again)"
-                ) from None
-            raise self._failure(exc, "running a cell") from None
-        with self._calls_lock:
-            calls, self._calls = self._calls, []
-        return REPLResult(
-            stdout=response.stdout,
-            stderr=response.stderr,
-            locals=locals_from_wire(response.locals),
-            execution_time=response.execution_time,
-            rlm_calls=calls,
-            final_answer=response.final_answer if response.has_final_answer else None,
-            error=response.error or None,
-        )
+            result = client.execute(code, cell_timeout, deadline)
+        except CellDeadlineError:
+            self._restart()
+            raise SandboxRestartedError(
+                f"the cell ran past its {cell_timeout:g}s timeout and ignored the "
+                f"interrupt for {self.interrupt_grace:g}s more, so the {self.name} "
+                "sandbox was restarted: all variables were lost (the contexts were "
+                "loaded again)"
+            ) from None
+        except AgentGoneError as exc:
+            raise self._gone(exc) from None
+        if server is not None:
+            result.rlm_calls = server.take_calls()
+        return result
 
     def get_variable(self, name: str) -> Any:
         """A JSON copy of the variable, or its ``repr`` string when it is not JSON-able."""
-        client = self._require_client()
         try:
-            value = client.stub.GetVariable(
-                pb.GetVariableRequest(name=codec.text(name)), metadata=client.metadata
-            )
-        except grpc.RpcError as exc:
-            raise self._failure(exc, f"reading {name!r}") from None
-        if not value.found:
-            raise KeyError(name)
-        return codec.loads(value.json) if value.json else value.repr
+            return self._require_client().get_variable(name)
+        except AgentGoneError as exc:
+            raise self._gone(exc) from None
 
     def _set(self, name: str, value: Any, extend: bool) -> None:
-        client = self._require_client()
         try:
-            data = codec.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise SandboxError(f"{name!r}: only JSON-compatible values can be sent: {exc}") from exc
-        codec.check_size(f"the value of {name!r}", len(data))
-        try:
-            client.stub.SetVariable(
-                pb.SetVariableRequest(name=codec.text(name), json=data, extend=extend),
-                metadata=client.metadata,
-            )
-        except grpc.RpcError as exc:
-            raise self._failure(exc, f"setting {name!r}") from None
+            self._require_client().set_variable(name, value, extend=extend)
+        except AgentGoneError as exc:
+            raise self._gone(exc) from None
 
     def set_variable(self, name: str, value: Any) -> None:
         """Send a JSON-compatible value into the namespace."""

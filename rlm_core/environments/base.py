@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from rlm_core.environments.settings import (
+    CAPABILITY_NOTES,
+    SETTING_CAPABILITIES,
+    CapabilityNote,
     Setting,
     check_environment_settings,
     declared_settings,
@@ -34,6 +37,7 @@ from rlm_core.vocabulary import (
 )
 
 __all__ = [  # the environment contract, capability names included
+    "CAPABILITY_NOTES",
     "COMPACTION",
     "FILES",
     "ISOLATED",
@@ -41,8 +45,10 @@ __all__ = [  # the environment contract, capability names included
     "PERSISTENT",
     "RECURSIVE",
     "RESERVED_NAMES",
+    "SETTING_CAPABILITIES",
     "SUBCALLS",
     "TIMEOUT",
+    "CapabilityNote",
     "Environment",
     "Session",
     "SubcallHandler",
@@ -114,7 +120,9 @@ class Environment(ABC):
     Settings (``environment_kwargs``) are declared as typed keyword parameters of
     ``__init__``; a subclass passes the ones it does not declare on to its base class with
     ``**kwargs``. Unknown names and wrong types raise :class:`ConfigurationError` before
-    ``__init__`` runs, and ``__init__`` checks ranges with :meth:`check_range`. The
+    ``__init__`` runs, and ``__init__`` checks ranges with :meth:`check_range`. A
+    well-known setting (:data:`SETTING_CAPABILITIES`, e.g. ``cell_timeout``) given to an
+    environment without the capability it needs is refused with that reason. The
     ``RLM`` constructs its environment when it is constructed, so ``__init__`` should only
     store and check settings and leave everything that costs or holds resources to
     :meth:`start`.
@@ -124,7 +132,9 @@ class Environment(ABC):
     """The registered environment name."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
-    """What this environment guarantees (see the capability constants in this module)."""
+    """What this environment guarantees (see the capability constants in this module). An
+    environment that claims ``timeout`` takes the settings :data:`SETTING_CAPABILITIES`
+    maps to it (``cell_timeout``, ``interrupt_grace``)."""
 
     _takes_no_settings: ClassVar[bool] = True  # the walk through __init__s stops here
 
@@ -137,9 +147,9 @@ class Environment(ABC):
         """Settings are the keyword parameters of the subclasses' ``__init__``, which pass
         the rest on here; whatever arrives here was not declared."""
         if kwargs:
-            settings = self.settings()
+            name = environment_name(type(self))
             raise ConfigurationError(
-                unknown_settings_message(environment_name(type(self)), kwargs, settings)
+                unknown_settings_message(name, kwargs, self.settings(), self.capabilities)
             )
         self._context_count = 0
         self._history_count = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -41,6 +42,24 @@ def startup_environment(env: dict[str, str]) -> dict[str, str]:
     fork server share them, so they choose the fork server. The rest is set in each forked
     agent."""
     return {k: v for k, v in env.items() if k.startswith(STARTUP_PREFIXES) or k in STARTUP_NAMES}
+
+
+@functools.cache
+def die_with_starting_thread() -> tuple[str, ...]:
+    """A command prefix that gives a wrapper (``unshare``, ``bwrap``) a parent-death
+    signal, so it dies with the thread that started it: ``setpriv --pdeathsig KILL --``
+    where util-linux has it (Linux), else nothing (the agent under the wrapper still exits
+    once the host's heartbeats stop). Not a ``preexec_fn``: that would make ``subprocess``
+    fork where it can otherwise spawn, and fork gRPC's state with it."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    guard = (setpriv, "--pdeathsig", "KILL", "--")
+    try:
+        probe = subprocess.run([*guard, "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return guard if probe.returncode == 0 else ()
 
 
 class ForkServerError(RuntimeError):
@@ -89,7 +108,9 @@ class ForkServer:
     parent-death signal follows the thread that started it).
     """
 
-    def __init__(self, python: str, env: dict[str, str], cwd: str) -> None:
+    def __init__(
+        self, python: str, env: dict[str, str], cwd: str, prefix: tuple[str, ...] = ()
+    ) -> None:
         # It runs in a private directory made under ``cwd``: ``python -m`` puts the working
         # directory first on ``sys.path``, so a shared one (``/tmp``) would let anyone plant
         # modules for it. It removes the directory when its parent-death signal ends it.
@@ -100,8 +121,12 @@ class ForkServer:
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * MAX_MESSAGE)
         try:
             command = [python, "-m", "rlm_core.agent", "--fork-server", str(theirs.fileno())]
+            # Under a wrapper (``prefix``), the server watches whoever started it (0) and
+            # the wrapper dies with the thread that started it.
+            watched = "0" if prefix else str(os.getpid())
+            guard = die_with_starting_thread() if prefix else ()
             self.process = subprocess.Popen(
-                [*command, "--die-with-parent", str(os.getpid()), "--shared-dir", self.dir],
+                [*guard, *prefix, *command, "--die-with-parent", watched, "--shared-dir", self.dir],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

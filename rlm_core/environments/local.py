@@ -27,6 +27,11 @@ class LocalEnvironment(Environment):
     get only their own output. ``sys.exit`` in a cell is reported as an error, not fatal.
     It has no settings of its own; a subclass declares its own as keyword parameters of its
     ``__init__`` and passes ``**kwargs`` on.
+
+    It lacks the ``timeout`` capability (in-process code cannot be interrupted safely), so
+    ``cell_timeout`` is refused, and an RLM's ``max_timeout`` is checked only between cells
+    and at sub-LM calls (with an :class:`~rlm_core.exceptions.RLMWarning` when the RLM is
+    made); the ``subprocess`` environment interrupts a running cell.
     """
 
     name = "local"

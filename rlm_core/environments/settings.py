@@ -3,7 +3,9 @@
 An environment's settings are the keyword parameters of its ``__init__`` (and of the
 ``__init__`` of each base class it forwards ``**kwargs`` to), typed by their annotations.
 Unknown names and wrong types are refused before ``__init__`` runs (with a did-you-mean
-hint); each ``__init__`` checks the ranges of its own settings.
+hint, and, for a well-known setting that needs a capability the environment lacks, why it is
+missing: see :data:`SETTING_CAPABILITIES`); each ``__init__`` checks the ranges of its own
+settings.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
 from rlm_core.exceptions import ConfigurationError
+from rlm_core.vocabulary import TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -228,17 +231,74 @@ def environment_name(factory: Callable[..., Any]) -> str:
     return str(getattr(factory, "__name__", type(factory).__name__))
 
 
-def unknown_settings_message(environment: str, unknown: Iterable[Any], valid: Iterable[str]) -> str:
+@dataclass(frozen=True)
+class CapabilityNote:
+    """What a capability gives, and the built-in environments with it that messages
+    suggest (the ones meant for users, not test stand-ins)."""
+
+    meaning: str
+    builtin_environments: tuple[str, ...]
+
+    def builtins_with_it(self) -> str:
+        """``"the built-in environment 'subprocess' has it"`` (empty when none has it)."""
+        listed = ", ".join(map(repr, self.builtin_environments))
+        if len(self.builtin_environments) == 1:
+            return f"the built-in environment {listed} has it"
+        return f"the built-in environments {listed} have it" if listed else ""
+
+
+CAPABILITY_NOTES: Mapping[str, CapabilityNote] = types.MappingProxyType(
+    {TIMEOUT: CapabilityNote("a running cell can be interrupted", ("subprocess",))}
+)
+"""What the capabilities that settings need (:data:`SETTING_CAPABILITIES`) give."""
+
+SETTING_CAPABILITIES: Mapping[str, str] = types.MappingProxyType(
+    {"cell_timeout": TIMEOUT, "interrupt_grace": TIMEOUT}
+)
+"""Well-known setting names and the capability an environment needs to offer them. Every
+built-in environment with the capability takes the setting (the agent-backed ones do); one
+without it refuses the setting with this reason and the built-in environments that have it."""
+
+
+def _lacking_capability(keys: list[str], capability: str, environment: str) -> str:
+    names = " and ".join(keys)
+    verb = "needs" if len(keys) == 1 else "need"
+    note = CAPABILITY_NOTES.get(capability)
+    meaning = f" ({note.meaning})" if note else ""
+    message = (
+        f"{names} {verb} the {capability!r} capability{meaning}, which the {environment} "
+        "environment does not have"
+    )
+    builtins = note.builtins_with_it() if note else ""
+    return message + (f"; {builtins}." if builtins else ".")
+
+
+def unknown_settings_message(
+    environment: str,
+    unknown: Iterable[Any],
+    valid: Iterable[str],
+    capabilities: Iterable[str] = (),
+) -> str:
+    """The message for ``unknown`` settings of ``environment``: each with a did-you-mean
+    hint when one is close, why a well-known setting is missing when the environment lacks
+    (per its ``capabilities``) the capability it needs, and the valid settings."""
     choices = sorted(valid)
+    has = frozenset(capabilities)
     described = []
+    lacking: dict[str, list[str]] = {}
     for key in unknown:
         close = difflib.get_close_matches(str(key), choices, n=1)
         described.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        needed = SETTING_CAPABILITIES.get(key) if isinstance(key, str) else None
+        if needed is not None and needed not in has:
+            lacking.setdefault(needed, []).append(key)
     noun = "setting" if len(described) == 1 else "settings"
     message = f"unknown {noun} {', '.join(described)} for the {environment} environment. "
+    for capability, keys in lacking.items():
+        message += _lacking_capability(keys, capability, environment) + " "
     if choices:
         return message + f"Valid settings: {', '.join(choices)}."
-    return message + "It takes no settings."
+    return message + (f"The {environment} environment" if lacking else "It") + " takes no settings."
 
 
 def check_environment_settings(
@@ -260,7 +320,8 @@ def check_environment_settings(
     name = repr(environment) if environment else environment_name(factory)
     unknown = [key for key in given if key not in settings]
     if unknown and not accepts_more:
-        raise ConfigurationError(unknown_settings_message(name, unknown, settings))
+        capabilities = getattr(factory, "capabilities", None) or ()
+        raise ConfigurationError(unknown_settings_message(name, unknown, settings, capabilities))
     for key, value in given.items():
         setting = settings.get(key)
         if setting is not None:

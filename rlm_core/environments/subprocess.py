@@ -5,6 +5,12 @@ Cells run in a separate interpreter, so a cell can be interrupted after a timeou
 memory limit applies to the child only. The child dies with its host: it is started with
 a parent-death signal (Linux), and the agent also exits when the host's heartbeats stop.
 It is process isolation, not a security sandbox: the child runs as the same user.
+
+The launcher takes a command prefix (``unshare ...``, ``bwrap ...``, ``docker exec ...``):
+a wrapper environment is a subclass that sets :attr:`SubprocessEnvironment.command_prefix`.
+Agents under a prefix are started afresh, not forked from the fork server (which would put
+every agent in the fork server's own namespace), unless the environment says the prefix
+may be shared (:attr:`SubprocessEnvironment.share_fork_server`).
 """
 
 from __future__ import annotations
@@ -21,31 +27,43 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rlm_core.agent.process_tree import kill_tree
-from rlm_core.bridge.client import Endpoint
+from rlm_core.bridge.carriers import Dial
 from rlm_core.bridge.tls import make_tls_material, new_token
-from rlm_core.environments.agent import AgentEnvironment, AgentSecrets, Launcher
+from rlm_core.environments.agent import AgentEnvironment
 from rlm_core.environments.forkserver import (
     ForkedProcess,
     ForkServer,
     ForkServerError,
+    die_with_starting_thread,
     startup_environment,
 )
-from rlm_core.exceptions import SandboxError
+from rlm_core.environments.launcher import AgentSecrets, Launcher, LaunchRequest
+from rlm_core.environments.launching import StderrTail, start_agent
 
 log = logging.getLogger(__name__)
 
-_READY_PREFIX = "RLM-AGENT-READY"
+CommandHook = Callable[[list[str]], list[str]]
+"""Turns the agent's command line into the one to run (e.g. wraps it in a container)."""
 
 # Children are started from one long-lived thread: Linux sends the parent-death signal when
 # the *thread* that started the child exits, so starting agents from short-lived worker
 # threads would kill them early. The agent arms the signal itself (--die-with-parent).
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-agent-spawner")
+
+
+def start_process(argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen(argv, **popen_kwargs)`` in a new session, started from the
+    host's long-lived spawner thread, so a parent-death signal the child arms
+    (``--die-with-parent``) fires when the host ends, not when the calling thread does."""
+    start: Callable[..., subprocess.Popen[Any]] = subprocess.Popen
+    return _spawner.submit(start, argv, start_new_session=True, **popen_kwargs).result()
 
 
 def _private_dir() -> str:
@@ -63,14 +81,16 @@ class _ForkServers:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._servers: collections.OrderedDict[tuple[str, tuple[tuple[str, str], ...]], ForkServer]
+        self._servers: collections.OrderedDict[
+            tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]], ForkServer
+        ]
         self._servers = collections.OrderedDict()
         self._cwd = tempfile.gettempdir()
 
-    def get(self, python: str, env: dict[str, str]) -> ForkServer:
-        """The live fork server for ``python`` and the start-up variables of ``env``, started
-        (with ``env``) if need be."""
-        key = (python, tuple(sorted(startup_environment(env).items())))
+    def get(self, python: str, env: dict[str, str], prefix: tuple[str, ...] = ()) -> ForkServer:
+        """The live fork server for ``python``, the start-up variables of ``env`` and the
+        command ``prefix``, started (with ``env``) if need be."""
+        key = (python, tuple(sorted(startup_environment(env).items())), prefix)
         retired: list[ForkServer] = []
         with self._lock:
             server = self._servers.get(key)
@@ -78,7 +98,7 @@ class _ForkServers:
                 if server is not None:
                     retired.append(server)
                 # Started from the long-lived spawner thread (see _spawner).
-                server = _spawner.submit(ForkServer, python, env, self._cwd).result()
+                server = _spawner.submit(ForkServer, python, env, self._cwd, prefix).result()
                 self._servers[key] = server
             self._servers.move_to_end(key)
             idle = [k for k, v in self._servers.items() if k != key and not v.busy]
@@ -124,6 +144,11 @@ class AgentConfig:
     env: tuple[tuple[str, str], ...]
     heartbeat_timeout: float
     tls: bool
+    prefix: tuple[str, ...] = ()
+    """A command prefix the agent runs under (``unshare ...``)."""
+    share_fork_server: bool = False
+    """Whether agents under :attr:`prefix` may be forked from one fork server that runs
+    under it (they then share its namespaces)."""
 
 
 class AgentProcess:
@@ -139,11 +164,13 @@ class AgentProcess:
         secrets: AgentSecrets,
         ready_timeout: float,
         fork: bool = False,
+        command: CommandHook | None = None,
     ) -> None:
         self.config = config
         self.owner = os.getpid()  # a forked copy of the host must leave it alone
         self.started = time.monotonic()
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.stderr_tail: StderrTail | None = None
+        self._command = command
         self.dir = _private_dir()
         try:
             self.process: subprocess.Popen[str] | ForkedProcess = self._spawn(fork, ready_timeout)
@@ -151,12 +178,9 @@ class AgentProcess:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
         _live_agents.add(self)
-        self.endpoint = Endpoint(
-            target=f"unix:{self._socket_path()}",  # after _spawn, which may move the directory
-            token=secrets.token,
-            server_certificate=secrets.tls.certificate if secrets.tls else None,
-        )
-        self._secrets = secrets
+        # After _spawn, which may move the directory.
+        self.route = Dial(f"unix:{self._socket_path()}")
+        self.secrets = secrets
         self._ready_timeout = ready_timeout
 
     def _socket_path(self) -> str:
@@ -180,10 +204,12 @@ class AgentProcess:
 
     def _spawn(self, fork: bool, timeout: float) -> subprocess.Popen[str] | ForkedProcess:
         env = self._environment()
-        if fork:
+        prefix = self.config.prefix
+        wrapped = bool(prefix) or self._command is not None
+        if fork and (not wrapped or self.config.share_fork_server):
             server: ForkServer | None = None
             try:
-                server = _fork_servers.get(self.config.python, env)
+                server = _fork_servers.get(self.config.python, env, prefix)
                 return server.spawn(self._arguments(), self.dir, env, timeout)
             except (ForkServerError, OSError) as exc:
                 log.debug("forking an agent failed, starting one instead: %s", exc)
@@ -192,10 +218,18 @@ class AgentProcess:
                     # An agent it forked before failing removes this directory as it dies.
                     old, self.dir = self.dir, _private_dir()
                     shutil.rmtree(old, ignore_errors=True)
+        # Under a wrapper the agent's parent is the wrapper: it watches whoever started it
+        # (0), and the wrapper dies with the spawner thread.
+        watched = "0" if wrapped else str(os.getpid())
         command = [self.config.python, "-m", "rlm_core.agent", *self._arguments()]
+        command = [*prefix, *command, "--die-with-parent", watched]
+        if self._command is not None:
+            command = self._command(command)
+        if wrapped:
+            command = [*die_with_starting_thread(), *command]
         return _spawner.submit(
             subprocess.Popen,
-            [*command, "--die-with-parent", str(os.getpid())],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -223,42 +257,8 @@ class AgentProcess:
     def wait_ready(self) -> None:
         """Hand the agent its secrets and wait for its ready line (``SandboxError`` if it
         exits or stays silent past the ready timeout)."""
-        secrets, ready_timeout = self._secrets, self._ready_timeout
-        process = self.process
-        assert process.stdin is not None and process.stdout is not None
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
-        try:
-            process.stdin.write(secrets.to_json() + "\n")
-            process.stdin.close()
-        except OSError as exc:
-            try:
-                status = process.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                status = None
-            raise SandboxError(
-                f"the agent process exited at once (exit status {status}): {self.diagnostics()}"
-            ) from exc
-        ready: list[str] = []
-        stdout = process.stdout
-        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(ready_timeout)
-        if not ready or not ready[0].startswith(_READY_PREFIX):
-            status = process.poll()
-            raise SandboxError(
-                f"the agent did not start (exit status {status}): {self.diagnostics()}"
-            )
-        threading.Thread(target=self._drain_stdout, daemon=True).start()
-
-    def _drain_stderr(self) -> None:
-        if self.process.stderr is not None:
-            for line in self.process.stderr:
-                self.stderr_tail.append(line.rstrip("\n"))
-
-    def _drain_stdout(self) -> None:
-        if self.process.stdout is not None:
-            for _ in self.process.stdout:
-                pass
+        self.stderr_tail = StderrTail(self.process.stderr)
+        start_agent(self.process, self.secrets.to_json(), time.monotonic() + self._ready_timeout)
 
     def alive(self) -> bool:
         """Whether the process is still running."""
@@ -266,7 +266,7 @@ class AgentProcess:
 
     def diagnostics(self) -> str:
         """The agent's last stderr lines."""
-        return "\n".join(self.stderr_tail)
+        return "" if self.stderr_tail is None else self.stderr_tail.text()
 
     def terminate(self) -> None:
         """Kill the agent, its supervisor and everything its cells started (however they
@@ -418,33 +418,52 @@ class SubprocessLauncher(Launcher):
         env: dict[str, str] | None = None,
         ready_timeout: float = 60.0,
         prewarm: bool = True,
+        prefix: Sequence[str] = (),
+        share_fork_server: bool = False,
+        command: CommandHook | None = None,
     ) -> None:
         self.python = python or sys.executable
         self.memory_limit_mb = memory_limit_mb
         self.extra_env = dict(env or {})
         self.ready_timeout = ready_timeout
         self.prewarm = prewarm
+        self.prefix = tuple(prefix)
+        self.share_fork_server = share_fork_server
+        self.command = command
         self.agent: AgentProcess | None = None
+        self._lifetime: threading.Timer | None = None
 
-    def launch(self, secrets: AgentSecrets, heartbeat_timeout: float) -> Endpoint:
+    def launch(self, request: LaunchRequest) -> Dial:
         """Claim a spare agent or start one; hand it the secrets on stdin."""
+        secrets = request.secrets
+        ready_timeout = min(self.ready_timeout, request.remaining() or self.ready_timeout)
         config = AgentConfig(
             self.python,
             self.memory_limit_mb,
             tuple(sorted(self.extra_env.items())),
-            heartbeat_timeout,
+            request.heartbeat_timeout,
             secrets.tls is not None,
+            self.prefix,
+            self.share_fork_server,
         )
-        agent = _spares.take(config, wait=self.ready_timeout) if self.prewarm else None
+        # A custom command hook is opaque: its agents are never spares for another one.
+        spares = self.prewarm and self.command is None
+        agent = _spares.take(config, wait=ready_timeout) if spares else None
         if agent is None:
             agent = self.agent = AgentProcess(
-                config, secrets, self.ready_timeout, fork=self.prewarm
+                config, secrets, ready_timeout, fork=self.prewarm, command=self.command
             )
             agent.wait_ready()  # on failure the environment calls terminate()
+        else:
+            request.secrets = agent.secrets  # a spare was started with secrets of its own
         self.agent = agent
-        if self.prewarm:
+        if spares:
             _spares.refill(config, self.ready_timeout)
-        return agent.endpoint
+        if request.max_lifetime is not None:  # what a provider's server-side timeout does
+            self._lifetime = threading.Timer(request.max_lifetime, agent.terminate)
+            self._lifetime.daemon = True
+            self._lifetime.start()
+        return agent.route
 
     def exit_status(self, wait: float = 0.0) -> int | None:
         """The child's return code (``-N`` for signal N) once it has exited."""
@@ -480,6 +499,8 @@ class SubprocessLauncher(Launcher):
 
     def terminate(self) -> None:
         """Stop the child and remove its socket directory."""
+        if self._lifetime is not None:
+            self._lifetime.cancel()
         if self.agent is not None:
             self.agent.terminate()
 
@@ -515,14 +536,34 @@ class SubprocessEnvironment(AgentEnvironment):
         self.prewarm = prewarm
         self.launcher: SubprocessLauncher | None = None
 
+    command_prefix: ClassVar[tuple[str, ...]] = ()
+    """A command the agent runs under, e.g. ``("unshare", "--net", "--")``: a wrapper
+    environment is a subclass that sets it (and adds the capabilities it guarantees)."""
+
+    share_fork_server: ClassVar[bool] = False
+    """Whether agents under :attr:`command_prefix` may be forked from one fork server
+    started under it. They then share its namespaces (one network, one mount table), so
+    leave it false when each sandbox must be its own; agents are then started afresh
+    (about 100 ms more per start)."""
+
+    def agent_command(self, argv: list[str]) -> list[str]:
+        """The command that starts an agent, given its command line (with
+        :attr:`command_prefix` applied). Override to wrap it further; the default returns
+        it as it is. An overriding environment's agents are started afresh."""
+        return argv
+
     def make_launcher(self) -> Launcher:
         """A :class:`SubprocessLauncher` with this environment's settings."""
+        hooked = type(self).agent_command is not SubprocessEnvironment.agent_command
         self.launcher = SubprocessLauncher(
             self.python,
             self.memory_limit_mb,
             self.env,
             ready_timeout=self.startup_timeout,
             prewarm=self.prewarm,
+            prefix=self.command_prefix,
+            share_fork_server=self.share_fork_server,
+            command=self.agent_command if hooked else None,
         )
         return self.launcher
 

@@ -1,0 +1,241 @@
+"""The launcher contract: the only provider-specific part of a remote environment.
+
+A :class:`Launcher` gets one :class:`LaunchRequest`, creates the sandbox, starts the agent
+in it and returns a connection over one of the core's carriers
+(:class:`~rlm_core.bridge.carriers.Dial`, :class:`~rlm_core.bridge.carriers.Stdio` or
+:class:`~rlm_core.bridge.carriers.Reverse`). The request is one object, so it can grow
+without breaking launchers. A launcher written for the first contract,
+``launch(secrets, heartbeat_timeout) -> Endpoint``, keeps working: it is called the old way
+after one :class:`DeprecationWarning` per launcher class.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import shlex
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from rlm_core.bridge.carriers import CARRIERS, Connection, Dial, Framing
+from rlm_core.bridge.tls import TLSMaterial
+
+if TYPE_CHECKING:
+    from rlm_core.bridge.carriers.reverse import ReverseListener
+
+log = logging.getLogger("rlm_core.environments")
+
+Carrier = Literal["dial", "stdio", "reverse"]
+
+
+@dataclass(frozen=True)
+class AgentSecrets:
+    """What an agent needs to authenticate its host: the token and optional TLS material.
+
+    Launchers deliver :meth:`to_json` to the agent through stdin or a file that the agent
+    deletes, never through the command line or the environment of other processes. (The
+    ``stdio`` carrier delivers them itself.)
+    """
+
+    token: str
+    tls: TLSMaterial | None = None
+
+    def to_json(self) -> str:
+        """One JSON line for ``python -m rlm_core.agent --secrets-stdin``."""
+        data = {"token": self.token}
+        if self.tls is not None:
+            data["tls_cert"] = self.tls.certificate.decode()
+            data["tls_key"] = self.tls.private_key.decode()
+        return json.dumps(data)
+
+    def __repr__(self) -> str:
+        return f"AgentSecrets(token=<hidden>, tls={self.tls is not None})"
+
+
+@dataclass
+class LaunchRequest:
+    """Everything a launcher is told about the agent it starts.
+
+    New fields may be added; launchers read the ones they need.
+    """
+
+    environment: str
+    """The environment's name (for messages, tags and sandbox names)."""
+    secrets: AgentSecrets
+    """The session's token and TLS material; never put them in argv or logs. A launcher
+    that hands over an agent it started ahead of time, with secrets of its own, sets this
+    to those secrets."""
+    heartbeat_timeout: float
+    """The agent exits once the host has been silent this long (pass it to the agent;
+    :meth:`agent_argv` does)."""
+    deadline: float
+    """A :func:`time.monotonic` time by which :meth:`Launcher.launch` must return."""
+    max_lifetime: float | None = None
+    """The longest the sandbox may live, in seconds (``None``: the provider's default):
+    pass it to the provider's own server-side timeout, so a sandbox whose host vanished
+    is reaped even if nothing else notices."""
+    progress: Callable[[str], None] = field(default=lambda message: None, repr=False)
+    """Report a step of a slow start (``"building the image"``); shown to the user."""
+
+    def remaining(self) -> float:
+        """Seconds left until :attr:`deadline` (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    def agent_argv(
+        self,
+        carrier: Carrier = "dial",
+        *,
+        python: str = "python3",
+        listen: str | None = None,
+        dial: str | None = None,
+        framing: Framing = "binary",
+        secrets_file: str | None = None,
+        extra: Sequence[str] = (),
+    ) -> list[str]:
+        """The agent's command line for ``carrier``.
+
+        * ``dial``: the agent listens on ``listen`` (default ``0.0.0.0:0``; it prints the
+          port it got in its ready line);
+        * ``stdio``: the agent relays over its stdin and stdout (``framing``);
+        * ``reverse``: the agent connects to ``dial`` (``HOST:PORT``).
+
+        Secrets come on stdin, or from ``secrets_file`` (which the agent deletes once
+        read) when given. ``extra`` is appended (e.g. ``["--memory-limit-mb", "512"]``).
+        """
+        if carrier not in CARRIERS:
+            raise ValueError(f"carrier must be one of {CARRIERS}, not {carrier!r}")
+        argv = [python, "-m", "rlm_core.agent"]
+        if carrier == "dial":
+            argv += ["--listen", listen or "0.0.0.0:0"]
+        elif carrier == "stdio":
+            argv += ["--stdio", "--framing", framing]
+        else:
+            if not dial:
+                raise ValueError("the reverse carrier needs dial='HOST:PORT' (the tunnel)")
+            argv += ["--dial", dial]
+        if carrier == "stdio" or secrets_file is None:
+            argv.append("--secrets-stdin")
+        else:
+            argv += ["--secrets-file", secrets_file]
+        argv += ["--heartbeat-timeout", f"{self.heartbeat_timeout:g}", *extra]
+        return argv
+
+    def agent_command(self, carrier: Carrier = "dial", **options: Any) -> str:
+        """:meth:`agent_argv` as one shell-quoted string (for SDKs that take a string)."""
+        return shlex.join(self.agent_argv(carrier, **options))
+
+    def reverse_listener(self, host: str = "127.0.0.1", port: int = 0) -> ReverseListener:
+        """Open a host-side listener for the ``reverse`` carrier, accepting only this
+        session's agent. Expose ``listener.address`` through a tunnel, start the agent
+        with ``agent_argv("reverse", dial=...)`` and return ``Reverse(listener)``."""
+        from rlm_core.bridge.carriers.reverse import ReverseListener
+
+        listener = ReverseListener(host, port)
+        listener.expect(self.secrets.token)
+        return listener
+
+
+class Launcher(ABC):
+    """Starts one agent and stops it: the only provider-specific part of an environment.
+
+    Must implement :meth:`launch` and :meth:`terminate`; the rest is optional.
+    """
+
+    @abstractmethod
+    def launch(self, request: LaunchRequest) -> Connection:
+        """Create the sandbox and start the agent in it; return how to reach it.
+
+        Raise any exception to fail the start: the environment calls :meth:`terminate`,
+        and reports the exception's message once, with :meth:`exit_status` and
+        :meth:`diagnostics`. Must return by ``request.deadline``.
+        """
+
+    @abstractmethod
+    def terminate(self) -> None:
+        """Stop the agent and the sandbox. Safe to call twice or before :meth:`launch`."""
+
+    def exit_status(self, wait: float = 0.0) -> int | None:
+        """The agent's exit status once it has ended (``-N``: killed by signal N), waiting
+        up to ``wait`` seconds; ``None`` while it runs or when the provider cannot tell."""
+        return None
+
+    def diagnostics(self) -> str:
+        """The last lines the agent wrote to its stderr, when the provider has them."""
+        return ""
+
+    def shared_dir(self) -> str | None:
+        """A private directory that both the host and the agent (``--shared-dir``) can use,
+        for sandboxes on the host's own machine; large contexts then travel as a file
+        instead of as streamed chunks. ``None`` (the default) for remote sandboxes."""
+        return None
+
+    @property
+    def sandbox_id(self) -> str | None:
+        """The provider's id of the sandbox (for logs and :meth:`cleanup`), once known."""
+        return None
+
+    @classmethod
+    def cleanup(cls, *, ids: Iterable[str] = (), tag: str | None = None) -> list[str]:
+        """Stop leftover sandboxes of this provider, by id or by tag; return the ids
+        stopped. The default stops nothing (a provider without listing support)."""
+        return []
+
+
+_warned: set[type] = set()
+
+
+def is_legacy_launcher(launcher: Launcher) -> bool:
+    """Whether ``launcher.launch`` has the first contract's ``(secrets, heartbeat_timeout)``
+    signature."""
+    try:
+        parameters = list(inspect.signature(launcher.launch).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(parameters) == 2 and parameters[1] == "heartbeat_timeout"
+
+
+def call_launch(launcher: Launcher, request: LaunchRequest) -> Connection:
+    """``launcher.launch(request)``, or the first contract's call for an old launcher
+    (with one :class:`DeprecationWarning` per launcher class)."""
+    if not is_legacy_launcher(launcher):
+        return launcher.launch(request)
+    kind = type(launcher)
+    if kind not in _warned:
+        _warned.add(kind)
+        warnings.warn(
+            f"{kind.__qualname__}.launch(secrets, heartbeat_timeout) is the first launcher "
+            "contract; write launch(self, request: LaunchRequest) returning Dial, Stdio "
+            "or Reverse instead (request.secrets and request.heartbeat_timeout hold the "
+            "old arguments)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+    legacy: Any = launcher.launch
+    endpoint = legacy(request.secrets, request.heartbeat_timeout)
+    to_dial = getattr(endpoint, "to_dial", None)
+    if to_dial is None:
+        raise TypeError(
+            f"{kind.__qualname__}.launch returned {type(endpoint).__name__}, not an Endpoint"
+        )
+    dial: Dial = to_dial()
+    return dial
+
+
+def describe_status(status: int | None) -> str:
+    """An exit status in words: ``exit status 1``, ``killed by SIGKILL``."""
+    if status is None:
+        return "exit status unknown"
+    if status < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"killed by {name}"
+    return f"exit status {status}"

@@ -1,0 +1,157 @@
+"""Starting the agent in any process-like object: secrets in, ready line out.
+
+Every launcher that starts ``python -m rlm_core.agent`` as a process with pipes (a local
+child, ``docker exec``, a provider's exec handle wrapped in file-like objects) does the
+same three things, shared here: hand the agent its secrets on stdin, read its ready line
+from stdout (keeping what came before it), and keep the tail of its stderr for error
+messages.
+
+The parent-death rule: on Linux, the kernel's parent-death signal follows the *thread*
+that started a process, so a launcher must start local agents from a thread that lives as
+long as the host (``SubprocessLauncher`` uses one long-lived spawner thread), and pass
+``--die-with-parent PID`` (``0`` when a wrapper such as ``unshare`` sits in between: the
+agent then watches whoever started it, and the wrapper is given a parent-death signal).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Protocol
+
+from rlm_core.agent import READY_PREFIX
+from rlm_core.exceptions import SandboxError
+
+_READY = re.compile(rf"^{READY_PREFIX}\b(?P<fields>.*)$")
+
+
+class AgentProcessLike(Protocol):
+    """What :func:`start_agent` needs of a process: text pipes and a return code."""
+
+    stdin: IO[str] | None
+    stdout: IO[str] | None
+
+    def poll(self) -> int | None:
+        """The exit status once it has ended, else ``None``."""
+        ...
+
+
+@dataclass(frozen=True)
+class AgentReady:
+    """The agent's ready line, parsed: ``RLM-AGENT-READY port=N pid=P ...``."""
+
+    line: str
+    port: int
+    pid: int
+    fields: dict[str, str] = field(default_factory=dict)
+    preamble: tuple[str, ...] = ()
+    """Lines the process printed before it (a shell's banner, warnings)."""
+
+
+def parse_ready_line(line: str) -> AgentReady | None:
+    """The fields of a ready line, or ``None`` when ``line`` is not one."""
+    match = _READY.match(line.strip())
+    if match is None:
+        return None
+    fields = dict(item.split("=", 1) for item in match.group("fields").split() if "=" in item)
+    try:
+        port, pid = int(fields.get("port", "0")), int(fields.get("pid", "0"))
+    except ValueError:
+        return None
+    return AgentReady(line.strip(), port, pid, fields)
+
+
+class StderrTail:
+    """The last ``lines`` lines of a text stream, read on a daemon thread until it ends."""
+
+    def __init__(self, stream: IO[str] | None, lines: int = 40) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=lines)
+        if stream is not None:
+            threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
+
+    def _drain(self, stream: IO[str]) -> None:
+        try:
+            for line in stream:
+                self._lines.append(line.rstrip("\n"))
+        except (OSError, ValueError):  # closed under us
+            pass
+
+    def text(self) -> str:
+        """The lines kept so far."""
+        return "\n".join(self._lines)
+
+
+def _drain(stream: IO[str]) -> None:
+    try:
+        for _ in stream:
+            pass
+    except (OSError, ValueError):
+        pass
+
+
+def start_agent(
+    process: AgentProcessLike,
+    secrets_json: str | None,
+    deadline: float,
+    *,
+    keep_stdin: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> AgentReady:
+    """Hand ``secrets_json`` to the agent on its stdin (then close it, unless
+    ``keep_stdin``), wait until ``deadline`` (a :func:`time.monotonic` time) for its ready
+    line, and keep draining its stdout afterwards so a chatty cell never blocks on a full
+    pipe. Lines before the ready line go to ``on_line`` and into the result's preamble.
+
+    Raises :class:`SandboxError` (with what it printed, not its stderr: the caller has
+    that) when the process ends or stays silent past the deadline.
+    """
+    if process.stdin is not None and secrets_json is not None:
+        try:
+            process.stdin.write(secrets_json + "\n")
+            process.stdin.flush()
+            if not keep_stdin:
+                process.stdin.close()
+        except (OSError, ValueError):
+            pass  # it ended already: reading its stdout below says so
+    stdout = process.stdout
+    if stdout is None:
+        raise SandboxError("the agent process has no stdout to read its ready line from")
+    preamble: list[str] = []
+    found: list[AgentReady] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            for line in stdout:
+                ready = parse_ready_line(line)
+                if ready is not None:
+                    found.append(ready)
+                    break
+                preamble.append(line.rstrip("\n"))
+                if on_line is not None:
+                    on_line(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            done.set()
+        if found:
+            _drain(stdout)
+
+    threading.Thread(target=read, name="rlm-agent-ready", daemon=True).start()
+    allowed = max(0.0, deadline - time.monotonic())
+    done.wait(allowed)
+    if not found:
+        status = process.poll()
+        said = "\n".join(preamble[-20:])
+        how = (
+            "the agent did not start: it ended before its ready line"
+            if status is not None or done.is_set()
+            else f"the agent did not start within {allowed:.3g}s (no ready line)"
+        )
+        raise SandboxError(how + (f"; it printed:\n{said}" if said else ""))
+    ready = found[0]
+    return AgentReady(ready.line, ready.port, ready.pid, ready.fields, tuple(preamble))

@@ -1,0 +1,164 @@
+"""``loopback``: the agent as a local process, reached over any carrier.
+
+A stand-in for a cloud sandbox, for tests, benchmarks and plugin authors: the launcher
+starts ``python -m rlm_core.agent`` on this machine and connects to it exactly as a cloud
+plugin would, over ``dial`` (loopback TCP), ``stdio`` (the process's own pipes) or
+``reverse`` (the agent dials a host-side listener). It is not isolated in any way.
+
+    RLM(environment=LoopbackEnvironment(carrier="stdio", framing="base64"), ...)
+
+Two hooks let a test put a link between the two ends: :meth:`LoopbackLauncher.link_address`
+(dial and reverse: where the other end connects, e.g. a delaying proxy) and
+:meth:`LoopbackLauncher.link_stream` (stdio: wraps the process's pipes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, BinaryIO, cast
+
+from rlm_core.bridge.carriers import Connection, Dial, Framing, Reverse, Stdio
+from rlm_core.environments.agent import AgentEnvironment
+from rlm_core.environments.launcher import Carrier, Launcher, LaunchRequest
+from rlm_core.environments.launching import StderrTail, start_agent
+from rlm_core.environments.subprocess import start_process
+
+
+class LoopbackLauncher(Launcher):
+    """Starts the agent as a local process and connects over ``carrier``."""
+
+    def __init__(
+        self, carrier: Carrier = "dial", framing: Framing = "binary", python: str | None = None
+    ) -> None:
+        self.carrier = carrier
+        self.framing = framing
+        self.python = python or sys.executable
+        self.process: subprocess.Popen[Any] | None = None
+        self._stderr: StderrTail | None = None
+        self._dir: str | None = None
+
+    # -- hooks --------------------------------------------------------------------------
+
+    def link_address(self, host: str, port: int) -> tuple[str, int]:
+        """Where the other end should connect to reach ``host:port`` (default: there)."""
+        return host, port
+
+    def link_stream(self, stream: Any) -> Any:
+        """The stdio carrier's stream as the host sees it (default: unchanged)."""
+        return stream
+
+    # -- the contract -------------------------------------------------------------------
+
+    def _socket(self) -> list[str]:
+        """``--listen`` on a socket in a directory this launcher removes (an agent that is
+        killed cannot remove its own)."""
+        self._dir = tempfile.mkdtemp(prefix="rlm-loopback-")
+        return ["--listen", f"unix:{os.path.join(self._dir, 'agent.sock')}"]
+
+    def _start(self, argv: list[str], binary: bool) -> subprocess.Popen[Any]:
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.process = start_process(
+            [*argv, "--die-with-parent", str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            **({} if binary else {"encoding": "utf-8", "errors": "replace"}),
+        )
+        stderr = self.process.stderr
+        if binary and stderr is not None:
+            import io
+
+            stderr = io.TextIOWrapper(stderr, encoding="utf-8", errors="replace")
+        self._stderr = StderrTail(stderr)
+        return self.process
+
+    def launch(self, request: LaunchRequest) -> Connection:
+        """Start the agent and return the connection for :attr:`carrier`."""
+        if self.carrier == "dial":
+            argv = request.agent_argv("dial", python=self.python, listen="127.0.0.1:0")
+            process = self._start(argv, binary=False)
+            ready = start_agent(process, request.secrets.to_json(), request.deadline)
+            host, port = self.link_address("127.0.0.1", ready.port)
+            return Dial(f"{host}:{port}")
+        if self.carrier == "stdio":
+            argv = request.agent_argv(
+                "stdio", python=self.python, framing=self.framing, extra=self._socket()
+            )
+            process = self._start(argv, binary=True)
+            from rlm_core.bridge.carriers.stdio import pipe_stream
+
+            assert process.stdin is not None and process.stdout is not None
+            stream = pipe_stream(cast(BinaryIO, process.stdin), cast(BinaryIO, process.stdout))
+            return Stdio(self.link_stream(stream), self.framing)
+        listener = request.reverse_listener()
+        try:
+            host, port = self.link_address(*listener.address)
+            argv = request.agent_argv(
+                "reverse", python=self.python, dial=f"{host}:{port}", extra=self._socket()
+            )
+            process = self._start(argv, binary=False)
+            start_agent(process, request.secrets.to_json(), request.deadline)
+        except BaseException:
+            listener.close()
+            raise
+        return Reverse(listener)
+
+    def exit_status(self, wait: float = 0.0) -> int | None:
+        """The agent process's return code once it has ended."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout=wait) if wait > 0 else self.process.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def diagnostics(self) -> str:
+        """The agent's last stderr lines."""
+        return "" if self._stderr is None else self._stderr.text()
+
+    def terminate(self) -> None:
+        """Kill the agent's process group and wait for it."""
+        process = self.process
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    pipe.close()
+
+
+class LoopbackEnvironment(AgentEnvironment):
+    """The agent as a local process over ``carrier`` (``dial``, ``stdio`` or ``reverse``;
+    ``framing`` for ``stdio``). A stand-in for a cloud sandbox: not isolated."""
+
+    name = "loopback"
+
+    def __init__(
+        self, carrier: Carrier = "dial", framing: Framing = "binary", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.carrier = carrier
+        self.framing = framing
+        self.launcher: LoopbackLauncher | None = None
+
+    def make_launcher(self) -> Launcher:
+        """A :class:`LoopbackLauncher` for this environment's carrier."""
+        self.launcher = LoopbackLauncher(self.carrier, self.framing)
+        return self.launcher
