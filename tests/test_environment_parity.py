@@ -11,6 +11,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,18 +32,23 @@ SETUPS: dict[str, tuple[str, dict[str, Any]]] = {
 ENVIRONMENTS = list(SETUPS)
 
 
-def _carrier_dirs() -> set[str]:
-    """The loopback launchers' and host relays' private socket directories."""
-    root = tempfile.gettempdir()
-    return {n for n in os.listdir(root) if n.startswith(("rlm-loopback-", "rlm-relay-"))}
-
-
 @pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    """Every carrier removes its sockets and directories when its environment closes."""
-    before = _carrier_dirs()
+def nothing_left_behind(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every carrier removes its sockets and directories when its environment closes:
+    the loopback setups' private directories go into a temporary directory of their own,
+    which must be empty afterwards."""
+    params = getattr(request.node, "callspec", None)
+    environment = params.params.get("environment") if params is not None else None
+    if environment is None or SETUPS[environment][0] != "loopback":
+        yield
+        return
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     yield
-    assert _carrier_dirs() - before == set()
+    assert sorted(os.listdir(private)) == []
 
 
 Messages = list[dict[str, Any]]

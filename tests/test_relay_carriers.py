@@ -782,3 +782,26 @@ def test_reverse_accept_times_out_with_the_drops_listed() -> None:
             assert "no proof" in str(info.value)
     finally:
         listener.close()
+
+
+def test_a_new_stream_is_announced_with_its_first_bytes_in_one_write() -> None:
+    # A carrier that pays a round trip per write (an exec's stdin) pays one for both.
+    batches: list[list[Frame]] = []
+    mux = Multiplexer(lambda data: batches.append(FrameDecoder("binary").feed(data)))
+    mux.start()
+    quiet, quiet_peer = socket.socketpair()
+    chatty, chatty_peer = socket.socketpair()
+    try:
+        assert mux.open_stream(quiet_peer) and mux.open_stream(chatty_peer)
+        quiet.close()  # a connection that never said anything costs nothing on the pipe
+        chatty.sendall(b"PRI * HTTP/2.0")
+        deadline = time.monotonic() + 30
+        while not batches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batches[0] == [Frame(OPEN, 1), Frame(DATA, 1, b"PRI * HTTP/2.0")]
+        time.sleep(0.2)
+        assert [f for batch in batches for f in batch if f.kind != DATA] == [Frame(OPEN, 1)]
+    finally:
+        chatty.close()
+        mux.close()
+        mux.join()

@@ -59,6 +59,12 @@ MAX_BATCH = 4 << 20
 """Most frame bytes one ``send`` carries."""
 MAX_QUEUED = 8 << 20
 """Frame bytes queued for sending beyond which local readers wait (backpressure)."""
+SLOW_SEND = 0.005
+"""A ``send`` that takes longer (seconds) marks the pipe as one that costs a round trip
+per write: the writer then lingers for :data:`LINGER` before each send."""
+LINGER = 0.002
+"""Seconds the writer of a slow pipe waits for more frames before sending: gRPC writes a
+connection's preface and settings, or an acknowledgement and a request, a moment apart."""
 MAX_LINE = 8 << 20
 """Longest base64 line a decoder accepts (a full batch is about 5.6 MiB of text)."""
 RECV_BYTES = 256 * 1024
@@ -266,6 +272,7 @@ class Multiplexer:
         self._sending = False
         self._dead = False
         self._streams: dict[int, _Stream] = {}
+        self._unannounced: set[_Stream] = set()  # host end: no bytes (and no OPEN) yet
         self._highest = 0  # highest stream id ever opened
         self._threads: list[threading.Thread] = []
         self._writer: threading.Thread | None = None
@@ -290,35 +297,39 @@ class Multiplexer:
 
     # -- local streams --------------------------------------------------------------------
 
-    def open_stream(self, sock: socket.socket) -> int | None:
-        """Relay a new local connection as a new stream (host end); ``None`` (and the
-        socket closed) when the relay is no longer running."""
+    def open_stream(self, sock: socket.socket) -> bool:
+        """Relay a new local connection as a new stream (host end); ``False`` (and the
+        socket closed) when the relay is no longer running.
+
+        The stream's ``OPEN`` goes out with its first bytes, in the same batch (the local
+        client always speaks first: gRPC's preface), so a carrier that pays a round trip
+        per write pays one for both, and a connection that closes silently costs nothing.
+        """
         with self._lock:
-            if self._dead:
-                stream_id = None
-            else:
-                self._highest += 1
-                stream_id = self._highest
-                self._queue_locked(Frame(OPEN, stream_id))
-        if stream_id is None:
+            dead = self._dead
+        if dead:
             _shut(sock)
             sock.close()
-            return None
-        self._attach(stream_id, sock)
-        return stream_id
+            return False
+        self._attach(0, sock)
+        return True
 
     def _attach(self, stream_id: int, sock: socket.socket) -> None:
+        """Relay ``sock`` as stream ``stream_id`` (``0``: numbered at its first bytes)."""
         stream = _Stream(stream_id, sock)
         thread = threading.Thread(
             target=self._read_local,
             args=(stream,),
-            name=f"rlm-relay-{self.name}-stream-{stream_id}",
+            name=f"rlm-relay-{self.name}-stream-{stream_id or 'new'}",
             daemon=True,
         )
         with self._lock:
             attached = not self._dead
             if attached:
-                self._streams[stream_id] = stream
+                if stream_id:
+                    self._streams[stream_id] = stream
+                else:
+                    self._unannounced.add(stream)
                 self._threads = [t for t in self._threads if t.is_alive()]
                 self._threads.append(thread)
         if not attached:
@@ -335,6 +346,10 @@ class Multiplexer:
                 data = stream.sock.recv(RECV_BYTES)
                 if not data:
                     break
+                if not stream.id:
+                    if not self._announce(stream, data):
+                        break
+                    continue
                 if not self._enqueue(Frame(DATA, stream.id, data)):
                     break
         except OSError as exc:
@@ -345,9 +360,23 @@ class Multiplexer:
                 stream.closed = True
                 stream.sock.close()
 
+    def _announce(self, stream: _Stream, data: bytes) -> bool:
+        """Number a new stream and queue its ``OPEN`` and first bytes together."""
+        with self._lock:
+            self._unannounced.discard(stream)
+            if self._dead:
+                return False
+            self._highest += 1
+            stream.id = self._highest
+            self._streams[stream.id] = stream
+            self._queue_locked(Frame(OPEN, stream.id))
+            self._queue_locked(Frame(DATA, stream.id, data))
+        return True
+
     def _drop(self, stream: _Stream, notify: str | None) -> None:
         """Forget ``stream`` and shut its socket down; tell the peer when ``notify``."""
         with self._lock:
+            self._unannounced.discard(stream)
             removed = self._streams.get(stream.id) is stream
             if removed:
                 del self._streams[stream.id]
@@ -429,8 +458,9 @@ class Multiplexer:
             if first:
                 self._dead = True
                 self.error = reason
-            streams = list(self._streams.values())
+            streams = [*self._streams.values(), *self._unannounced]
             self._streams.clear()
+            self._unannounced.clear()
             self._queue.clear()
             self._queued = 0
             self._has_frames.notify_all()
@@ -455,10 +485,15 @@ class Multiplexer:
         self._has_frames.notify()
 
     def _write_loop(self) -> None:
+        slow = False  # whether the last send cost a round trip (an exec's stdin API)
         while True:
             with self._lock:
                 while not self._queue and not self._dead:
                     self._has_frames.wait()
+                if slow:  # gather what follows within a moment: one round trip for all
+                    until = time.monotonic() + LINGER
+                    while not self._dead and (left := until - time.monotonic()) > 0:
+                        self._has_frames.wait(left)
                 if self._dead:
                     return
                 batch: list[Frame] = []
@@ -472,8 +507,10 @@ class Multiplexer:
                 self._queued -= size
                 self._sending = True
                 self._has_room.notify_all()
+            started = time.monotonic()
             try:
                 self._send(encode_frames(batch, self.framing))
+                slow = time.monotonic() - started > SLOW_SEND
             except Exception as exc:
                 self.fail(f"writing to the carrier failed: {type(exc).__name__}: {exc}")
                 return

@@ -582,6 +582,8 @@ def serve(args: Any) -> int:
     if port == 0 and not args.listen.startswith("unix:"):
         print(f"rlm-agent: cannot listen on {args.listen}", file=sys.stderr)
         return 2
+    if carrier is not None:  # loaded before the ready line: the host waits on what follows
+        import rlm_core.agent.relay  # noqa: F401
     server.start()
     ready_line = f"RLM-AGENT-READY port={port} pid={os.getpid()}"
     if carrier is not None:
