@@ -435,3 +435,20 @@ def test_start_agent_fails_plainly_when_the_process_ends_first() -> None:
         start_agent(process, None, time.monotonic() + 30)
     process.wait(timeout=30)
     assert threading.active_count() < 50
+
+
+def test_subprocess_stops_its_agent_at_the_end_of_its_lifetime() -> None:
+    from hosts import wait_gone
+
+    from rlm_core.environments.subprocess import SubprocessEnvironment
+    from rlm_core.exceptions import SandboxCrashedError
+
+    env = SubprocessEnvironment(max_lifetime=0.5, prewarm=False)
+    env.start(Session(subcalls=EchoHandler()))
+    try:
+        assert env.launcher is not None and env.launcher.pid is not None
+        assert wait_gone([env.launcher.pid], bound=60) == []
+        with pytest.raises(SandboxCrashedError):
+            env.execute("x = 1")
+    finally:
+        env.close()

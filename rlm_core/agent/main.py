@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PPID",
         help="run under a supervisor that ends the agent and everything it started when "
-        "the process PPID (the launcher) dies (Linux)",
+        "the process PPID (the launcher) dies (Linux); 0: the process that started the "
+        "agent (a wrapper such as unshare)",
     )
     parser.add_argument(
         "--fork-server",
