@@ -452,3 +452,44 @@ def test_subprocess_stops_its_agent_at_the_end_of_its_lifetime() -> None:
             env.execute("x = 1")
     finally:
         env.close()
+
+
+class StuckStdin:
+    """A provider stream whose stdin write never returns and whose stdout stays silent."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def send(self, data: bytes) -> None:
+        self.closed.wait()
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.closed.wait()
+        return iter(())
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class StuckLauncher(Launcher):
+    def launch(self, request: LaunchRequest) -> Any:
+        from rlm_core.bridge.carriers import Stdio
+
+        return Stdio(StuckStdin())
+
+    def terminate(self) -> None:
+        pass
+
+
+class StuckEnvironment(AgentEnvironment):
+    name = "stuck"
+
+    def make_launcher(self) -> Launcher:
+        return StuckLauncher()
+
+
+@pytest.mark.timeout(30)
+def test_a_stdin_that_never_takes_the_secrets_fails_the_start_at_its_deadline() -> None:
+    env = StuckEnvironment(startup_timeout=1)
+    with pytest.raises(SandboxError, match="did not take its secrets in time"):
+        env.start(Session(subcalls=EchoHandler()))

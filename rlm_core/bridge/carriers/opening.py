@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +52,7 @@ def open_carrier(connection: Any, secrets_json: str, deadline: float) -> OpenCar
 
         relay = StdioRelay(connection.stream, connection.framing)
         try:
-            relay.hand_secrets(secrets_json)
+            _within(deadline, relay.hand_secrets, secrets_json)
             relay.wait_ready(deadline)
             target = relay.start()
         except BaseException:
@@ -72,6 +74,23 @@ def open_carrier(connection: Any, secrets_json: str, deadline: float) -> OpenCar
     )
 
 
-def remaining(deadline: float) -> float:
-    """Seconds until ``deadline`` (never negative)."""
-    return max(0.0, deadline - time.monotonic())
+def _within(deadline: float, call: Callable[[str], None], argument: str) -> None:
+    """``call(argument)`` on a helper thread, given up on at ``deadline``: a provider's
+    stdin write that never returns must not hold the start beyond its deadline."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call(argument)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, name="rlm-carrier-secrets", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if not outcome:
+        raise SandboxError("the agent's stdin did not take its secrets in time")
+    if outcome[0] is not None:
+        raise outcome[0]
