@@ -14,13 +14,10 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,13 +42,9 @@ from _common import (
 )
 
 import rlm_core
-from rlm_core.bridge.client import Endpoint
-from rlm_core.environments.agent import AgentEnvironment, AgentSecrets, Launcher
 from rlm_core.environments.base import Environment, Session
 from rlm_core.environments.local import LocalEnvironment
 from rlm_core.environments.subprocess import SubprocessEnvironment
-from rlm_core.hookspecs import hookimpl
-from rlm_core.plugins import get_registry
 from rlm_core.rlm import RLM
 from rlm_core.types import RLMChatCompletion, UsageSummary
 
@@ -60,84 +53,12 @@ SPARE_PAUSE = 0.4
 """Seconds between completions in the spare-agent fixed-cost run (an agent starts in ~0.1 s)."""
 
 
-# -- a loopback TCP launcher (the bridge as a remote sandbox would use it) ------------------
-
-
-class TCPLauncher(Launcher):
-    """Starts ``python -m rlm_core.agent --listen 127.0.0.1:0`` and dials it over TCP."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[str] | None = None
-
-    def launch(self, secrets: AgentSecrets, heartbeat_timeout: float) -> Endpoint:
-        """Start the agent, hand it the secrets (token, TLS material) on stdin, read its port."""
-        command = [
-            sys.executable,
-            "-m",
-            "rlm_core.agent",
-            "--listen",
-            "127.0.0.1:0",
-            "--secrets-stdin",
-            "--heartbeat-timeout",
-            str(heartbeat_timeout),
-        ]
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
-        self.process = process
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(secrets.to_json() + "\n")
-        process.stdin.close()
-        ready = process.stdout.readline()
-        match = re.search(r"port=(\d+)", ready)
-        if match is None:
-            raise RuntimeError(f"the agent did not start: {ready!r}")
-        stdout = process.stdout
-        threading.Thread(target=lambda: [None for _ in stdout], daemon=True).start()
-        return Endpoint(target=f"127.0.0.1:{match.group(1)}", token=secrets.token)
-
-    def terminate(self) -> None:
-        """Stop the agent."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-class TCPEnvironment(AgentEnvironment):
-    """The agent environment reached over loopback TCP (as a cloud sandbox would be)."""
-
-    name = "bench-tcp"
-
-    def make_launcher(self) -> Launcher:
-        """A fresh :class:`TCPLauncher`."""
-        return TCPLauncher()
-
-
-class _TCPPlugin:
-    """Registers ``bench-tcp`` through the ordinary plugin hook."""
-
-    @hookimpl
-    def rlm_register_environments(self, register: Callable[..., None]) -> None:
-        register("bench-tcp", TCPEnvironment)
-
-
-get_registry().register(_TCPPlugin(), name="bench-tcp-plugin")
-
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "local": ("local", {}),
     "subprocess": ("subprocess", {}),
     "subprocess-tls": ("subprocess", {"tls": True}),
-    "tcp-tls": ("bench-tcp", {"tls": True}),
+    # The agent on loopback TCP, dialled as a cloud sandbox would be (the built-in stand-in).
+    "tcp-tls": ("loopback", {"carrier": "dial", "tls": True}),
     "grpc-floor": ("", {}),  # no environment: bench/grpc_floor.py's bare echo
 }
 """Worker variant name -> (environment name, environment_kwargs)."""

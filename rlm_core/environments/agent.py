@@ -244,6 +244,10 @@ class AgentEnvironment(Environment):
 
     def close(self) -> None:
         """End the session and stop the sandbox."""
+        self._stop_agent(client_timeout=2.0)
+
+    def _stop_agent(self, client_timeout: float) -> None:
+        """Stop the sandbox, then drop the connection, the carrier and the sub-call server."""
         client, self._client = self._client, None
         launcher, self._launcher = self._launcher, None
         carrier, self._carrier = self._carrier, None
@@ -252,7 +256,7 @@ class AgentEnvironment(Environment):
             # Stopping the sandbox ends the session; no need to ask the agent first.
             launcher.terminate()
         if client is not None:
-            client.close(send_close=launcher is None)
+            client.close(timeout=client_timeout, send_close=launcher is None)
         if carrier is not None:
             carrier.close()
         if server is not None:
@@ -260,18 +264,7 @@ class AgentEnvironment(Environment):
 
     def _restart(self) -> None:
         """Replace a wedged agent with a fresh one and reload the contexts."""
-        client, self._client = self._client, None
-        launcher, self._launcher = self._launcher, None
-        carrier, self._carrier = self._carrier, None
-        server, self._server = self._server, None
-        if launcher is not None:
-            launcher.terminate()
-        if client is not None:
-            client.close(timeout=0.2)
-        if carrier is not None:
-            carrier.close()
-        if server is not None:
-            server.close()
+        self._stop_agent(client_timeout=0.2)
         self._boot()
         for index, payload in sorted(self._contexts.items()):
             self.load_context(payload, index)

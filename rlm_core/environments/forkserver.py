@@ -10,7 +10,6 @@ gives the host the part of :class:`subprocess.Popen` it uses (``pid``, the three
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import itertools
@@ -27,6 +26,7 @@ from typing import IO, Any
 
 from rlm_core.agent.forkserver import MAX_MESSAGE, send
 from rlm_core.agent.process_tree import kill_tree
+from rlm_core.environments.launching import StderrTail
 
 UNKNOWN_EXIT = -int(signal.SIGKILL)
 """Return code given to a forked agent whose fork server died before reporting its end."""
@@ -152,9 +152,8 @@ class ForkServer:
         self._children_lock = threading.Lock()
         self._gone = False  # its end was noticed: no exit will be reported any more
         self._alive = True
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self.stderr_tail = StderrTail(self.process.stderr, lines=20)
         threading.Thread(target=self._read, name="rlm-forkserver-reader", daemon=True).start()
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
 
     @property
     def alive(self) -> bool:
@@ -224,7 +223,7 @@ class ForkServer:
 
     def diagnostics(self) -> str:
         """The server's last stderr lines."""
-        return "\n".join(self.stderr_tail)
+        return self.stderr_tail.text()
 
     def stop(self) -> None:
         """Close the control socket: the server exits, and the agents it forked that are
@@ -269,9 +268,3 @@ class ForkServer:
                 self._early_exits[pid] = code
         if child is not None:
             child._set_exit(code)
-
-    def _drain_stderr(self) -> None:
-        stderr = self.process.stderr
-        if stderr is not None:
-            for line in stderr:
-                self.stderr_tail.append(line.rstrip("\n"))

@@ -16,12 +16,15 @@ agent then watches whoever started it, and the wrapper is given a parent-death s
 from __future__ import annotations
 
 import collections
+import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from pathlib import Path
+from typing import IO, Any, Protocol
 
 from rlm_core.agent import READY_PREFIX
 from rlm_core.exceptions import SandboxError
@@ -83,6 +86,28 @@ class StderrTail:
     def text(self) -> str:
         """The lines kept so far."""
         return "\n".join(self._lines)
+
+
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+"""The directory holding this ``rlm_core`` package."""
+
+
+def with_package_on_path(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this ``rlm_core`` first on ``PYTHONPATH``, so a local agent imports the
+    host's own copy (the public index has an unrelated ``rlm-core``)."""
+    path = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path}
+
+
+def process_status(process: subprocess.Popen[Any] | Any, wait: float = 0.0) -> int | None:
+    """A local process's return code (``-N``: killed by signal N) once it has ended,
+    waiting up to ``wait`` seconds; ``None`` while it runs. What
+    :meth:`Launcher.exit_status <rlm_core.environments.launcher.Launcher.exit_status>` says
+    for a launcher that started one."""
+    try:
+        return process.wait(timeout=wait) if wait > 0 else process.poll()
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _drain(stream: IO[str]) -> None:

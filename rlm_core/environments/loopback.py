@@ -27,7 +27,12 @@ from typing import Any, BinaryIO, cast
 from rlm_core.bridge.carriers import Connection, Dial, Framing, Reverse, Stdio
 from rlm_core.environments.agent import AgentEnvironment
 from rlm_core.environments.launcher import Carrier, Launcher, LaunchRequest
-from rlm_core.environments.launching import StderrTail, start_agent
+from rlm_core.environments.launching import (
+    StderrTail,
+    process_status,
+    start_agent,
+    with_package_on_path,
+)
 from rlm_core.environments.subprocess import start_process
 
 
@@ -63,9 +68,7 @@ class LoopbackLauncher(Launcher):
         return ["--listen", f"unix:{os.path.join(self._dir, 'agent.sock')}"]
 
     def _start(self, argv: list[str], binary: bool) -> subprocess.Popen[Any]:
-        env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env = with_package_on_path(dict(os.environ))
         self.process = start_process(
             [*argv, "--die-with-parent", str(os.getpid())],
             stdin=subprocess.PIPE,
@@ -115,12 +118,7 @@ class LoopbackLauncher(Launcher):
 
     def exit_status(self, wait: float = 0.0) -> int | None:
         """The agent process's return code once it has ended."""
-        if self.process is None:
-            return None
-        try:
-            return self.process.wait(timeout=wait) if wait > 0 else self.process.poll()
-        except subprocess.TimeoutExpired:
-            return None
+        return None if self.process is None else process_status(self.process, wait)
 
     def diagnostics(self) -> str:
         """The agent's last stderr lines."""

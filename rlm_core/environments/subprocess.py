@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from rlm_core.agent.process_tree import kill_tree
@@ -45,7 +44,12 @@ from rlm_core.environments.forkserver import (
     startup_environment,
 )
 from rlm_core.environments.launcher import AgentSecrets, Launcher, LaunchRequest
-from rlm_core.environments.launching import StderrTail, start_agent
+from rlm_core.environments.launching import (
+    StderrTail,
+    process_status,
+    start_agent,
+    with_package_on_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,11 +245,7 @@ class AgentProcess:
         ).result()
 
     def _environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "RLM_AGENT_TOKEN"}
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p
-        )
+        env = with_package_on_path({k: v for k, v in os.environ.items() if k != "RLM_AGENT_TOKEN"})
         if self.config.memory_limit_mb:
             # glibc reserves 64 MB of address space per malloc arena (up to 8 per CPU, one
             # per busy thread); under an address-space limit those reservations, not the
@@ -467,13 +467,7 @@ class SubprocessLauncher(Launcher):
 
     def exit_status(self, wait: float = 0.0) -> int | None:
         """The child's return code (``-N`` for signal N) once it has exited."""
-        if self.agent is None:
-            return None
-        try:
-            process = self.agent.process
-            return process.wait(timeout=wait) if wait > 0 else process.poll()
-        except subprocess.TimeoutExpired:
-            return None
+        return None if self.agent is None else process_status(self.agent.process, wait)
 
     def diagnostics(self) -> str:
         """The agent's last stderr lines."""
