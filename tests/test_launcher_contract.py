@@ -493,3 +493,19 @@ def test_a_stdin_that_never_takes_the_secrets_fails_the_start_at_its_deadline() 
     env = StuckEnvironment(startup_timeout=1)
     with pytest.raises(SandboxError, match="did not take its secrets in time"):
         env.start(Session(subcalls=EchoHandler()))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"carrier": "pigeon"}, "carrier must be 'dial' | 'stdio' | 'reverse'"),
+        ({"framing": "hex"}, "framing must be 'binary' | 'base64'"),
+    ],
+)
+def test_the_loopback_environment_refuses_an_unknown_carrier_or_framing(
+    settings: dict[str, str], message: str
+) -> None:
+    from rlm_core import RLM, ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        RLM(backend="scripted", environment="loopback", environment_kwargs=settings)
