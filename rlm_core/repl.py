@@ -10,6 +10,7 @@ bookkeeping of which sub-calls a cell made and whether it submitted an answer.
 from __future__ import annotations
 
 import builtins
+import codecs
 import io
 import itertools
 import linecache
@@ -47,6 +48,13 @@ class _BoundedBuffer:
         self._limit = limit
         self._kept = 0
         self._dropped = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write_bytes(self, data: bytes) -> int:
+        """Bytes a cell wrote to ``sys.stdout.buffer``: decoded as UTF-8, bad bytes
+        replaced (a character split across writes is kept whole)."""
+        self.write(self._decoder.decode(bytes(data)))
+        return len(data)
 
     def write(self, text: str) -> int:
         room = self._limit - self._kept
@@ -60,6 +68,7 @@ class _BoundedBuffer:
         return len(text)
 
     def getvalue(self) -> str:
+        self.write(self._decoder.decode(b"", final=True))
         value = self._buf.getvalue()
         if self._dropped:
             value += f"\n... [output capped: {self._dropped:,} more characters not kept]"
@@ -96,6 +105,36 @@ class _RoutingStream:
 
     def isatty(self) -> bool:
         return False if getattr(_route, self._which, None) is not None else self._fallback.isatty()
+
+    @property
+    def buffer(self) -> Any:
+        """The binary layer: a cell's bytes go into its output (decoded, bad bytes
+        replaced), other threads' to the replaced stream's own buffer."""
+        buf = getattr(_route, self._which, None)
+        return self._fallback.buffer if buf is None else _BinaryInto(buf)
+
+
+class _BinaryInto:
+    """``sys.stdout.buffer`` as a cell sees it."""
+
+    def __init__(self, sink: _BoundedBuffer) -> None:
+        self._sink = sink
+
+    def write(self, data: bytes) -> int:
+        return self._sink.write_bytes(data)
+
+    def writelines(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        return None
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fallback, name)

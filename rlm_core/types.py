@@ -7,7 +7,7 @@ log readers written for it keep working.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -775,13 +775,70 @@ def _deeper_than(payload: Any, limit: int) -> bool:
     return False
 
 
+_JSON_SCALARS = (str, int, float, bool, type(None))
+_EXACT_SCALARS = frozenset(_JSON_SCALARS)
+
+
+def json_incompatibility(payload: Any, max_depth: int = MAX_CONTEXT_DEPTH) -> str | None:
+    """Why ``payload`` cannot be a context (``None`` when it can): a context is a str,
+    bytes, or lists, tuples and dicts of JSON scalars (keys: str, int, float, bool or None),
+    the same in every environment, however it travels. Walked level by level without
+    recursion; a payload whose nesting is within ``max_depth`` (checked first) that still
+    has containers below that depth contains itself."""
+    if isinstance(payload, (bytes, bytearray, memoryview, *_JSON_SCALARS)):
+        return None
+    if not isinstance(payload, _CONTAINERS):
+        return f"it is a {type(payload).__name__}"
+    level: list[Any] = [payload]
+    for _ in range(max_depth + 2):
+        below: list[Any] = []
+        for container in level:
+            if isinstance(container, dict):
+                if not _EXACT_SCALARS.issuperset(map(type, container)):
+                    for key in container:
+                        if not isinstance(key, _JSON_SCALARS):
+                            named = type(key).__name__
+                            return f"it has a dict key of type {named} ({_short_repr(key)})"
+                items: Iterable[Any] = container.values()
+            else:
+                items = container
+            for item in items:
+                kind = type(item)
+                if kind in _EXACT_SCALARS:
+                    continue
+                if kind is list or kind is dict or isinstance(item, _CONTAINERS):
+                    below.append(item)
+                elif not isinstance(item, _JSON_SCALARS):
+                    return f"it holds a {type(item).__name__} ({_short_repr(item)})"
+        if not below:
+            return None
+        level = list({id(c): c for c in below}.values()) if len(below) > 1 else below
+    return "a container in it contains itself"
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ does not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_context(payload: Any, index: int = 0) -> None:
     """Raise :class:`ContextError` when context ``index`` nests deeper than
-    :data:`MAX_CONTEXT_DEPTH`."""
+    :data:`MAX_CONTEXT_DEPTH`, or holds something other than JSON-compatible values
+    (:func:`json_incompatibility`): every environment refuses the same contexts."""
     if nesting_depth_exceeds(payload, MAX_CONTEXT_DEPTH):
         raise ContextError(
             f"context {index} ({type(payload).__name__}) is nested more than "
             f"{MAX_CONTEXT_DEPTH} levels deep (lists, tuples and dicts inside each other); "
             f"contexts may nest at most {MAX_CONTEXT_DEPTH} levels. Flatten it, or pass it as "
             "a string (for example its JSON text)"
+        )
+    problem = json_incompatibility(payload)
+    if problem is not None:
+        raise ContextError(
+            f"context {index}: a context must be str, bytes or JSON-compatible "
+            f"(lists, tuples and dicts of str, int, float, bool and None), not "
+            f"{type(payload).__name__}: {problem}"
         )

@@ -20,6 +20,10 @@ SUBCALLS = "subcalls"  # llm_query / llm_query_batched work from cells
 RECURSIVE = "recursive"  # rlm_query spawns child RLMs
 FILES = "files"  # cells have a writable working directory
 COMPACTION = "compaction"  # history can be replaced between iterations
+SEPARATE_PROCESS = "separate_process"  # cells run outside the host's process: a cell that
+# crashes its interpreter or closes fds 0/1/2 harms only its sandbox (a typed error), and
+# every process a cell starts ends when the environment closes
+MEMORY_LIMIT = "memory_limit"  # a cell that allocates past a set limit fails in its sandbox
 
 RESERVED_NAMES: frozenset[str] = frozenset(
     {

@@ -18,7 +18,7 @@ import re
 import time
 from abc import abstractmethod
 from secrets import token_hex
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from rlm_core.agent import codec
 from rlm_core.bridge.results import AgentGoneError, AgentInfo, CellDeadlineError
@@ -29,6 +29,7 @@ from rlm_core.environments.base import (
     PERSISTENT,
     RECURSIVE,
     RESERVED_NAMES,
+    SEPARATE_PROCESS,
     SUBCALLS,
     TIMEOUT,
     Environment,
@@ -82,8 +83,8 @@ class AgentEnvironment(Environment):
       provider's own server-side timeout (``None``: the provider's default).
     """
 
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {TIMEOUT, PERSISTENT, SUBCALLS, RECURSIVE, COMPACTION, FILES}
+    capabilities: frozenset[str] = frozenset(
+        {TIMEOUT, PERSISTENT, SUBCALLS, RECURSIVE, COMPACTION, FILES, SEPARATE_PROCESS}
     )
 
     def __init__(
@@ -241,6 +242,16 @@ class AgentEnvironment(Environment):
             if text and text not in message:
                 message += f"\n{label}:\n{text}"
         return message
+
+    @property
+    def active_launcher(self) -> Launcher | None:
+        """The launcher of the running sandbox (``None`` before start and after close)."""
+        return self._launcher
+
+    @property
+    def carrier_name(self) -> str | None:
+        """The carrier of the running session (``dial``, ``stdio`` or ``reverse``)."""
+        return None if self._carrier is None else self._carrier.name
 
     def close(self) -> None:
         """End the session and stop the sandbox."""

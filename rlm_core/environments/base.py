@@ -26,10 +26,12 @@ from rlm_core.vocabulary import (
     COMPACTION,
     FILES,
     ISOLATED,
+    MEMORY_LIMIT,
     NETWORK_OFF,
     PERSISTENT,
     RECURSIVE,
     RESERVED_NAMES,
+    SEPARATE_PROCESS,
     SUBCALLS,
     TIMEOUT,
     SubcallHandler,
@@ -41,10 +43,12 @@ __all__ = [  # the environment contract, capability names included
     "COMPACTION",
     "FILES",
     "ISOLATED",
+    "MEMORY_LIMIT",
     "NETWORK_OFF",
     "PERSISTENT",
     "RECURSIVE",
     "RESERVED_NAMES",
+    "SEPARATE_PROCESS",
     "SETTING_CAPABILITIES",
     "SUBCALLS",
     "TIMEOUT",
@@ -131,10 +135,12 @@ class Environment(ABC):
     name: ClassVar[str] = ""
     """The registered environment name."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    capabilities: frozenset[str] = frozenset()
     """What this environment guarantees (see the capability constants in this module). An
     environment that claims ``timeout`` takes the settings :data:`SETTING_CAPABILITIES`
-    maps to it (``cell_timeout``, ``interrupt_grace``)."""
+    maps to it (``cell_timeout``, ``interrupt_grace``). Declared on the class; an instance
+    may add what its settings give (``memory_limit`` when a limit is set, ``network_off``
+    when egress is turned off): the conformance suite reads the instance's."""
 
     _takes_no_settings: ClassVar[bool] = True  # the walk through __init__s stops here
 

@@ -180,6 +180,14 @@ class Launcher(ABC):
         return None
 
     @classmethod
+    def list_sandboxes(cls, *, tag: str | None = None) -> list[str] | None:
+        """The ids of this provider's sandboxes that are still running (those carrying
+        ``tag`` when given), as the provider lists them; ``None`` (the default) for a
+        provider that cannot list. The conformance suite checks that a closed
+        environment's sandbox is no longer listed."""
+        return None
+
+    @classmethod
     def cleanup(cls, *, ids: Iterable[str] = (), tag: str | None = None) -> list[str]:
         """Stop leftover sandboxes of this provider, by id or by tag; return the ids
         stopped. The default stops nothing (a provider without listing support)."""

@@ -16,6 +16,7 @@ from rlm_core.environments.base import (
     Environment,
     Session,
 )
+from rlm_core.exceptions import SandboxError
 from rlm_core.repl import REPLNamespace
 from rlm_core.types import REPLResult
 
@@ -45,7 +46,7 @@ class LocalEnvironment(Environment):
     def repl(self) -> REPLNamespace:
         """The namespace (raises if the environment was not started or is closed)."""
         if self._repl is None:
-            raise RuntimeError("the local environment is not started (or already closed)")
+            raise SandboxError("the local environment is not started (or already closed)")
         return self._repl
 
     def start(self, session: Session) -> None:

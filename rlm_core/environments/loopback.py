@@ -21,9 +21,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any, BinaryIO, cast
 
+from rlm_core.agent.process_tree import kill_tree
 from rlm_core.bridge.carriers import Connection, Dial, Framing, Reverse, Stdio
 from rlm_core.environments.agent import AgentEnvironment
 from rlm_core.environments.launcher import Carrier, Launcher, LaunchRequest
@@ -61,11 +61,16 @@ class LoopbackLauncher(Launcher):
 
     # -- the contract -------------------------------------------------------------------
 
+    def _private_dir(self) -> str:
+        """The sandbox's own directory (its working directory and socket), removed by
+        :meth:`terminate` (an agent that is killed cannot remove it)."""
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="rlm-loopback-")
+        return self._dir
+
     def _socket(self) -> list[str]:
-        """``--listen`` on a socket in a directory this launcher removes (an agent that is
-        killed cannot remove its own)."""
-        self._dir = tempfile.mkdtemp(prefix="rlm-loopback-")
-        return ["--listen", f"unix:{os.path.join(self._dir, 'agent.sock')}"]
+        """``--listen`` on a socket in the private directory."""
+        return ["--listen", f"unix:{os.path.join(self._private_dir(), 'agent.sock')}"]
 
     def _start(self, argv: list[str], binary: bool) -> subprocess.Popen[Any]:
         env = with_package_on_path(dict(os.environ))
@@ -74,6 +79,7 @@ class LoopbackLauncher(Launcher):
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            cwd=self._private_dir(),
             env=env,
             **({} if binary else {"encoding": "utf-8", "errors": "replace"}),
         )
@@ -131,11 +137,13 @@ class LoopbackLauncher(Launcher):
             shutil.rmtree(self._dir, ignore_errors=True)
         if process is None:
             return
+        if process.poll() is None:
+            # The supervisor, the agent and whatever its cells started, however detached.
+            kill_tree(process.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10.0
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            process.wait(timeout=10.0)
         for pipe in (process.stdin, process.stdout):
             if pipe is not None:
                 with contextlib.suppress(OSError, ValueError):

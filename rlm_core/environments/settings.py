@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
 from rlm_core.exceptions import ConfigurationError
-from rlm_core.vocabulary import TIMEOUT
+from rlm_core.vocabulary import MEMORY_LIMIT, TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -248,12 +248,15 @@ class CapabilityNote:
 
 
 CAPABILITY_NOTES: Mapping[str, CapabilityNote] = types.MappingProxyType(
-    {TIMEOUT: CapabilityNote("a running cell can be interrupted", ("subprocess",))}
+    {
+        TIMEOUT: CapabilityNote("a running cell can be interrupted", ("subprocess",)),
+        MEMORY_LIMIT: CapabilityNote("a cell's memory can be limited", ("subprocess",)),
+    }
 )
 """What the capabilities that settings need (:data:`SETTING_CAPABILITIES`) give."""
 
 SETTING_CAPABILITIES: Mapping[str, str] = types.MappingProxyType(
-    {"cell_timeout": TIMEOUT, "interrupt_grace": TIMEOUT}
+    {"cell_timeout": TIMEOUT, "interrupt_grace": TIMEOUT, "memory_limit_mb": MEMORY_LIMIT}
 )
 """Well-known setting names and the capability an environment needs to offer them. Every
 built-in environment with the capability takes the setting (the agent-backed ones do); one

@@ -36,6 +36,7 @@ from rlm_core.agent.process_tree import kill_tree
 from rlm_core.bridge.carriers import Dial
 from rlm_core.bridge.tls import make_tls_material, new_token
 from rlm_core.environments.agent import AgentEnvironment
+from rlm_core.environments.base import MEMORY_LIMIT
 from rlm_core.environments.forkserver import (
     ForkedProcess,
     ForkServer,
@@ -344,7 +345,9 @@ class _Spares:
         if spare is None:
             return None
         fresh = time.monotonic() - spare.started < config.heartbeat_timeout / 2
-        if spare.alive() and fresh:
+        # A spare whose socket directory was removed under it (a temp cleaner) cannot be
+        # reached: it would only time out.
+        if spare.alive() and fresh and os.path.isdir(spare.dir):
             return spare
         spare.terminate()
         return None
@@ -511,6 +514,7 @@ class SubprocessEnvironment(AgentEnvironment):
     """
 
     name = "subprocess"
+    capabilities = AgentEnvironment.capabilities | {MEMORY_LIMIT}
 
     def __init__(
         self,
