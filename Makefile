@@ -5,24 +5,37 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Wheels of everything a fresh venv needs to install rlm-core, rlm-conformance and a plugin
+# without an index (tests/test_example_plugin.py: pip install --no-index --find-links).
+WHEELHOUSE := $(VENV)/wheelhouse
+FILL_WHEELHOUSE = $(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) \
+	. ./conformance_tests setuptools wheel
 # The root is the workspace root: every plugin and the conformance suite are installed
 # editable next to the core, one plain `pip install -e` each.
 MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject.toml))
+# Each member's import package (plugins/rlm-x/rlm_x, conformance_tests/rlm_conformance).
+MEMBER_PACKAGES := $(wildcard plugins/*/rlm_* conformance_tests/rlm_conformance)
+LINTED := rlm_core tests bench proto $(wildcard plugins conformance_tests docs/examples)
 
-.PHONY: demo test lint typecheck pytest proto check-proto chromium clean
+.PHONY: demo test lint typecheck pytest conformance proto check-proto chromium clean wheelhouse
 
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(MEMBERS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' $(addprefix -e ,$(MEMBERS))
+	$(FILL_WHEELHOUSE)
 	touch $(STAMP)
+
+## Fill .venv/wheelhouse again (the venv set-up does it once).
+wheelhouse: $(STAMP)
+	$(FILL_WHEELHOUSE)
 
 ## Run the demo: a real RLM run over a bundled long document (scripted LM without OPENAI_API_KEY).
 demo: $(STAMP)
 	$(BIN)/rlm demo
 
-## Lint, type-check and run the test suite.
-test: lint typecheck check-proto pytest
+## Lint, type-check and run the test suite, then the conformance suite on each environment.
+test: lint typecheck check-proto pytest conformance
 
 ## Regenerate rlm_core/_proto from proto/rlm/v1/*.proto.
 proto: $(STAMP)
@@ -33,15 +46,26 @@ check-proto: $(STAMP)
 
 ## Ruff, and the import-linter layering contracts of pyproject.toml.
 lint: $(STAMP)
-	$(BIN)/ruff check rlm_core tests bench proto
-	$(BIN)/ruff format --check rlm_core tests bench proto
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/lint-imports --no-cache
 
+## mypy --strict on the core, and on each plugin and the conformance suite against the
+## installed rlm_core (each package on its own, as its author would run it).
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict rlm_core
+	@set -e; for pkg in $(MEMBER_PACKAGES); do \
+		echo "mypy --strict $$pkg"; $(BIN)/mypy --strict $$pkg; done
 
 pytest: $(STAMP) chromium
 	$(BIN)/pytest -q
+
+## The conformance suite on every environment that runs here, each run ending with its
+## summary (tests run, skipped by capability, capabilities verified).
+conformance: $(STAMP)
+	$(BIN)/rlm conformance local
+	$(BIN)/rlm conformance subprocess
+	$(BIN)/rlm conformance loopback --kwargs '{"carrier": "stdio", "framing": "base64", "tls": true}'
 
 ## Headless Chromium for the trajectory viewer's browser test: the Debian package, installed
 ## when missing and this is root with apt-get. Otherwise that test skips (fails under CI=true).

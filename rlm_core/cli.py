@@ -378,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rlm_core.eval.command import add_parser as add_eval_parser
 
     add_eval_parser(sub)
+    from rlm_core.cli_conformance import add_parser as add_conformance_parser
+
+    add_conformance_parser(sub)
     return parser
 
 
@@ -392,7 +395,12 @@ def main(
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    args = build_parser().parse_args(argv)
+    from rlm_core.cli_conformance import split_pytest_args
+
+    own, pytest_args = split_pytest_args(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(own)
+    if pytest_args:
+        args.pytest_args = pytest_args
     try:
         if args.command == "run":
             return _cmd_run(args, stdin, stdout, stderr)
@@ -406,6 +414,10 @@ def main(
             from rlm_core.eval.command import run_command
 
             return run_command(args, stdout, stderr)
+        if args.command == "conformance":
+            from rlm_core.cli_conformance import run as run_conformance
+
+            return run_conformance(args, stderr)
         return _cmd_demo(args, stdout)
     except LimitExceededError as exc:
         _error(str(exc), stderr)
