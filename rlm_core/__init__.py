@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "RLMIteration": "rlm_core.types",
     "Environment": "rlm_core.environments.base",
     "Session": "rlm_core.environments.base",
+    "ToolSpec": "rlm_core.vocabulary",
     "AgentEnvironment": "rlm_core.environments.agent",
     "Launcher": "rlm_core.environments.launcher",
     "LaunchRequest": "rlm_core.environments.launcher",
@@ -108,6 +109,7 @@ __all__ = [
     "Stdio",
     "TimeoutExceededError",
     "TokenLimitExceededError",
+    "ToolSpec",
     "UnknownBackendError",
     "UnknownEnvironmentError",
     "UsageSummary",
@@ -163,6 +165,7 @@ if TYPE_CHECKING:
         RLMIteration,
         UsageSummary,
     )
+    from rlm_core.vocabulary import ToolSpec
 
 
 def __getattr__(name: str) -> Any:
