@@ -7,19 +7,21 @@ the suite among the collected tests, it adds two options and one marker, and not
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from rlm_conformance.cases import CASES, MARKER, Case, case_of
 from rlm_conformance.record import SETUP_KEY, SKIPPED_FOR_KEY, RunRecord, SetupInfo
-from rlm_conformance.setup import EnvironmentSetup
-from rlm_conformance.suite import GROUPS
+
+if TYPE_CHECKING:
+    from rlm_conformance.setup import EnvironmentSetup
 
 RUN_KEY = pytest.StashKey[RunRecord]()
-SELECTED_KEY = pytest.StashKey[EnvironmentSetup]()
+SELECTED_KEY = pytest.StashKey["EnvironmentSetup"]()
 SELECTED_MODULE = Path(__file__).resolve().with_name("test_selected.py")
 DEFAULT_TIMEOUT = 300.0
 """Seconds a standard test may take before pytest-timeout fails it (a hang guard only)."""
@@ -58,6 +60,8 @@ def selected_setup(config: pytest.Config) -> EnvironmentSetup | None:
         raise pytest.UsageError(f"--rlm-environment-kwargs is not valid JSON: {exc}") from None
     if not isinstance(kwargs, dict):
         raise pytest.UsageError("--rlm-environment-kwargs must be a JSON object")
+    from rlm_conformance.setup import EnvironmentSetup
+
     setup = EnvironmentSetup(name, kwargs)
     try:
         setup.capabilities()  # loads the plugin and checks the settings; starts nothing
@@ -103,9 +107,12 @@ def standard_case(item: pytest.Item) -> Case | None:
     marker = item.get_closest_marker(MARKER)
     if marker is not None:
         return CASES.get(marker.kwargs["id"])
+    suite = sys.modules.get("rlm_conformance.suite")
+    if suite is None:  # nothing imported the suite: no test can come from it
+        return None
     cls = getattr(item, "cls", None)
     name = getattr(item, "originalname", item.name)
-    for group in GROUPS:
+    for group in suite.GROUPS:
         if cls is not None and issubclass(cls, group) and name in vars(group):
             return case_of(vars(group)[name])
     return None

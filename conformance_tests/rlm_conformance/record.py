@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
 
 from rlm_conformance.cases import CASES
-from rlm_conformance.setup import EnvironmentSetup
+
+if TYPE_CHECKING:
+    from rlm_conformance.setup import EnvironmentSetup
 
 
 @dataclass(frozen=True)

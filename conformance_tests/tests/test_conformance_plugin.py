@@ -32,8 +32,16 @@ def subclass(pytester: pytest.Pytester, extra: str = "") -> None:
 
 
 def test_inert_without_the_suite(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_plain():\n    assert True\n")
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    # In a pytest process of its own: the plugin is loaded (it is installed) but loads
+    # neither the suite nor rlm-core nor gRPC, and prints nothing.
+    pytester.makepyfile(
+        "import sys\n"
+        "def test_plain(pytestconfig):\n"
+        "    assert pytestconfig.pluginmanager.has_plugin('rlm_conformance')\n"
+        "    loaded = [m for m in ('rlm_conformance.suite', 'rlm_core', 'grpc') if m in sys.modules]\n"
+        "    assert loaded == []\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert "= rlm-conformance =" not in result.stdout.str()
 
