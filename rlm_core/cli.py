@@ -381,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rlm_core.cli_conformance import add_parser as add_conformance_parser
 
     add_conformance_parser(sub)
+    from rlm_core.cli_cleanup import add_parser as add_cleanup_parser
+
+    add_cleanup_parser(sub)
     return parser
 
 
@@ -414,6 +417,10 @@ def main(
             from rlm_core.eval.command import run_command
 
             return run_command(args, stdout, stderr)
+        if args.command == "cleanup":
+            from rlm_core.cli_cleanup import run as run_cleanup
+
+            return run_cleanup(args, stdout)
         if args.command == "conformance":
             from rlm_core.cli_conformance import run as run_conformance
 

@@ -196,9 +196,13 @@ class LocalAgentLauncher(LoopbackLauncher):
     """
 
     def __init__(
-        self, carrier: Carrier = "stdio", framing: Framing = "binary", tag: str | None = None
+        self,
+        carrier: Carrier = "stdio",
+        framing: Framing = "binary",
+        tag: str | None = None,
+        ship: bool = False,
     ) -> None:
-        super().__init__(carrier, framing)
+        super().__init__(carrier, framing, ship=ship)
         self.tag = tag
         self._id: str | None = None
 
@@ -229,13 +233,15 @@ class LocalAgentLauncher(LoopbackLauncher):
 
     @classmethod
     def cleanup(cls, *, ids: Iterable[str] = (), tag: str | None = None) -> list[str]:
-        """Stop the local sandboxes named by ``ids`` or carrying ``tag``."""
+        """Stop the local sandboxes named by ``ids`` or carrying ``tag`` (with neither:
+        all of them)."""
         wanted = set(ids)
+        everything = not wanted and tag is None
         with _live_lock:
             chosen = [
                 launcher
                 for i, (t, launcher) in _live.items()
-                if i in wanted or (tag is not None and t == tag)
+                if everything or i in wanted or (tag is not None and t == tag)
             ]
         stopped = []
         for launcher in chosen:
@@ -247,22 +253,26 @@ class LocalAgentLauncher(LoopbackLauncher):
 class LocalAgentEnvironment(AgentEnvironment):
     """An agent-backed environment on :class:`LocalAgentLauncher`: what a cloud plugin's
     environment looks like, with a local process for a sandbox. Settings beyond
-    :class:`AgentEnvironment`'s: ``carrier``, ``framing`` and ``tag``."""
+    :class:`AgentEnvironment`'s: ``carrier``, ``framing``, ``tag`` and ``ship`` (run the
+    agent from the bundle a cloud plugin ships)."""
 
     name = "local-agent"
+    launcher_class = LocalAgentLauncher
 
     def __init__(
         self,
         carrier: Carrier = "stdio",
         framing: Framing = "binary",
         tag: str | None = None,
+        ship: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.carrier = carrier
         self.framing = framing
         self.tag = tag
+        self.ship = ship
 
     def make_launcher(self) -> Launcher:
         """A :class:`LocalAgentLauncher` for this environment's carrier and tag."""
-        return LocalAgentLauncher(self.carrier, self.framing, self.tag)
+        return LocalAgentLauncher(self.carrier, self.framing, self.tag, ship=self.ship)

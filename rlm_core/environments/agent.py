@@ -18,8 +18,9 @@ import re
 import time
 from abc import abstractmethod
 from secrets import token_hex
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from rlm_core import __version__
 from rlm_core.agent import codec
 from rlm_core.bridge.results import AgentGoneError, AgentInfo, CellDeadlineError
 from rlm_core.bridge.tls import make_tls_material, new_token
@@ -65,6 +66,17 @@ _REPLAYED = re.compile(r"^history(_\d+)?$")
 
 SHARED_FILE_MIN_BYTES = 4 * 1024 * 1024
 """Contexts at least this large go through the launcher's shared directory when it has one."""
+
+
+def check_agent_version(agent_version: str) -> None:
+    """Raise :class:`ProtocolMismatchError` unless the agent is the host's own version (a
+    sandbox must run the agent shipped from the host: see :mod:`.shipping`)."""
+    if agent_version != __version__:
+        raise ProtocolMismatchError(
+            f"the agent in the sandbox is rlm-core {agent_version}, the host is rlm-core "
+            f"{__version__}: ship the host's agent into the sandbox "
+            "(rlm_core.environments.shipping.agent_bundle()) instead of installing one there"
+        )
 
 
 class AgentEnvironment(Environment):
@@ -134,6 +146,10 @@ class AgentEnvironment(Environment):
         self.agent_info: AgentInfo | None = None
         """What the agent said about itself in the handshake (``None`` until started)."""
 
+    launcher_class: ClassVar[type[Launcher] | None] = None
+    """The class of :meth:`make_launcher`'s launchers, for what is done per provider
+    rather than per sandbox: listing and cleaning up leftovers (``rlm cleanup NAME``)."""
+
     @abstractmethod
     def make_launcher(self) -> Launcher:
         """A launcher for one agent of this environment."""
@@ -201,6 +217,7 @@ class AgentEnvironment(Environment):
                 server.dispatch,
                 timeout=max(request.remaining(), 1.0),
             )
+            check_agent_version(self.agent_info.agent_version)
         except BaseException as exc:
             server.close()
             if client is not None:

@@ -14,14 +14,18 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import shlex
+import socket
 import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from secrets import token_hex
 from typing import TYPE_CHECKING, Any, Literal
 
+from rlm_core import __version__
 from rlm_core.bridge.carriers import CARRIERS, Connection, Dial, Framing
 from rlm_core.bridge.tls import TLSMaterial
 
@@ -57,6 +61,10 @@ class AgentSecrets:
         return f"AgentSecrets(token=<hidden>, tls={self.tls is not None})"
 
 
+SANDBOX_LABEL = "rlm-core"
+"""The label every sandbox started by rlm-core carries (value: the rlm-core version)."""
+
+
 @dataclass
 class LaunchRequest:
     """Everything a launcher is told about the agent it starts.
@@ -81,6 +89,20 @@ class LaunchRequest:
     is reaped even if nothing else notices."""
     progress: Callable[[str], None] = field(default=lambda message: None, repr=False)
     """Report a step of a slow start (``"building the image"``); shown to the user."""
+    session_id: str = field(default_factory=lambda: token_hex(8))
+    """A random id for this sandbox's session (in :attr:`labels`)."""
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels (tags, metadata) to give the sandbox, so that it can be listed and
+        cleaned up by tag: ``rlm-core`` (the version; every sandbox rlm-core starts has
+        it), ``rlm-session``, ``rlm-environment`` and ``rlm-host`` (host name and pid)."""
+        return {
+            SANDBOX_LABEL: __version__,
+            "rlm-session": self.session_id,
+            "rlm-environment": self.environment,
+            "rlm-host": f"{socket.gethostname()}:{os.getpid()}",
+        }
 
     def remaining(self) -> float:
         """Seconds left until :attr:`deadline` (never negative)."""
@@ -95,6 +117,7 @@ class LaunchRequest:
         dial: str | None = None,
         framing: Framing = "binary",
         secrets_file: str | None = None,
+        bundle: str | None = None,
         extra: Sequence[str] = (),
     ) -> list[str]:
         """The agent's command line for ``carrier``.
@@ -105,11 +128,13 @@ class LaunchRequest:
         * ``reverse``: the agent connects to ``dial`` (``HOST:PORT``).
 
         Secrets come on stdin, or from ``secrets_file`` (which the agent deletes once
-        read) when given. ``extra`` is appended (e.g. ``["--memory-limit-mb", "512"]``).
+        read) when given. ``bundle`` is the sandbox path of the shipped agent
+        (:func:`rlm_core.environments.shipping.agent_bundle`), run instead of
+        ``-m rlm_core.agent``. ``extra`` is appended (e.g. ``["--memory-limit-mb", "512"]``).
         """
         if carrier not in CARRIERS:
             raise ValueError(f"carrier must be one of {CARRIERS}, not {carrier!r}")
-        argv = [python, "-m", "rlm_core.agent"]
+        argv = [python, bundle] if bundle else [python, "-m", "rlm_core.agent"]
         if carrier == "dial":
             argv += ["--listen", listen or "0.0.0.0:0"]
         elif carrier == "stdio":
@@ -189,8 +214,10 @@ class Launcher(ABC):
 
     @classmethod
     def cleanup(cls, *, ids: Iterable[str] = (), tag: str | None = None) -> list[str]:
-        """Stop leftover sandboxes of this provider, by id or by tag; return the ids
-        stopped. The default stops nothing (a provider without listing support)."""
+        """Stop leftover sandboxes of this provider, by id or by tag (the value of one of
+        their :attr:`LaunchRequest.labels`, or of a tag the plugin adds), and return the ids
+        stopped; with neither, every sandbox carrying the ``rlm-core`` label. The default
+        stops nothing (a provider without listing support)."""
         return []
 
 

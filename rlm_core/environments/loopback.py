@@ -40,11 +40,16 @@ class LoopbackLauncher(Launcher):
     """Starts the agent as a local process and connects over ``carrier``."""
 
     def __init__(
-        self, carrier: Carrier = "dial", framing: Framing = "binary", python: str | None = None
+        self,
+        carrier: Carrier = "dial",
+        framing: Framing = "binary",
+        python: str | None = None,
+        ship: bool = False,
     ) -> None:
         self.carrier = carrier
         self.framing = framing
         self.python = python or sys.executable
+        self.ship = ship
         self.process: subprocess.Popen[Any] | None = None
         self._stderr: StderrTail | None = None
         self._dir: str | None = None
@@ -58,6 +63,22 @@ class LoopbackLauncher(Launcher):
     def link_stream(self, stream: Any) -> Any:
         """The stdio carrier's stream as the host sees it (default: unchanged)."""
         return stream
+
+    def agent_environment(self) -> dict[str, str]:
+        """The agent process's environment variables: the host's, with this ``rlm_core``
+        on ``PYTHONPATH`` unless the agent is shipped (then it runs from its bundle)."""
+        env = dict(os.environ)
+        return env if self.ship else with_package_on_path(env)
+
+    def _argv(self, request: LaunchRequest, carrier: Carrier, **options: Any) -> list[str]:
+        """The agent's command line; shipped, it runs from the bundle in the private
+        directory, as a cloud sandbox runs the bundle it was sent."""
+        bundle = None
+        if self.ship:
+            from rlm_core.environments.shipping import agent_bundle
+
+            bundle = str(agent_bundle().write(self._private_dir()))
+        return request.agent_argv(carrier, python=self.python, bundle=bundle, **options)
 
     # -- the contract -------------------------------------------------------------------
 
@@ -73,7 +94,7 @@ class LoopbackLauncher(Launcher):
         return ["--listen", f"unix:{os.path.join(self._private_dir(), 'agent.sock')}"]
 
     def _start(self, argv: list[str], binary: bool) -> subprocess.Popen[Any]:
-        env = with_package_on_path(dict(os.environ))
+        env = self.agent_environment()
         self.process = start_process(
             [*argv, "--die-with-parent", str(os.getpid())],
             stdin=subprocess.PIPE,
@@ -94,15 +115,13 @@ class LoopbackLauncher(Launcher):
     def launch(self, request: LaunchRequest) -> Connection:
         """Start the agent and return the connection for :attr:`carrier`."""
         if self.carrier == "dial":
-            argv = request.agent_argv("dial", python=self.python, listen="127.0.0.1:0")
+            argv = self._argv(request, "dial", listen="127.0.0.1:0")
             process = self._start(argv, binary=False)
             ready = start_agent(process, request.secrets.to_json(), request.deadline)
             host, port = self.link_address("127.0.0.1", ready.port)
             return Dial(f"{host}:{port}")
         if self.carrier == "stdio":
-            argv = request.agent_argv(
-                "stdio", python=self.python, framing=self.framing, extra=self._socket()
-            )
+            argv = self._argv(request, "stdio", framing=self.framing, extra=self._socket())
             process = self._start(argv, binary=True)
             from rlm_core.bridge.carriers.stdio import pipe_stream
 
@@ -112,9 +131,7 @@ class LoopbackLauncher(Launcher):
         listener = request.reverse_listener()
         try:
             host, port = self.link_address(*listener.address)
-            argv = request.agent_argv(
-                "reverse", python=self.python, dial=f"{host}:{port}", extra=self._socket()
-            )
+            argv = self._argv(request, "reverse", dial=f"{host}:{port}", extra=self._socket())
             process = self._start(argv, binary=False)
             start_agent(process, request.secrets.to_json(), request.deadline)
         except BaseException:
@@ -152,19 +169,27 @@ class LoopbackLauncher(Launcher):
 
 class LoopbackEnvironment(AgentEnvironment):
     """The agent as a local process over ``carrier`` (``dial``, ``stdio`` or ``reverse``;
-    ``framing`` for ``stdio``). A stand-in for a cloud sandbox: not isolated."""
+    ``framing`` for ``stdio``). With ``ship``, the agent runs from the bundle a cloud
+    plugin ships (:mod:`rlm_core.environments.shipping`), not from the host's package. A
+    stand-in for a cloud sandbox: not isolated."""
 
     name = "loopback"
+    launcher_class = LoopbackLauncher
 
     def __init__(
-        self, carrier: Carrier = "dial", framing: Framing = "binary", **kwargs: Any
+        self,
+        carrier: Carrier = "dial",
+        framing: Framing = "binary",
+        ship: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.carrier = carrier
         self.framing = framing
+        self.ship = ship
         self.launcher: LoopbackLauncher | None = None
 
     def make_launcher(self) -> Launcher:
         """A :class:`LoopbackLauncher` for this environment's carrier."""
-        self.launcher = LoopbackLauncher(self.carrier, self.framing)
+        self.launcher = LoopbackLauncher(self.carrier, self.framing, ship=self.ship)
         return self.launcher

@@ -515,6 +515,7 @@ class SubprocessEnvironment(AgentEnvironment):
 
     name = "subprocess"
     capabilities = AgentEnvironment.capabilities | {MEMORY_LIMIT}
+    launcher_class = SubprocessLauncher
 
     def __init__(
         self,
