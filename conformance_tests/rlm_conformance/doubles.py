@@ -17,19 +17,26 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, BinaryIO, cast
 
-from rlm_core.bridge.carriers import Connection, Framing
+from rlm_conformance.fakes import FakeSandbox
+from rlm_core.bridge.carriers import Connection, Framing, Stdio
+from rlm_core.bridge.carriers.stdio import pipe_stream
 from rlm_core.environments.agent import AgentEnvironment
+from rlm_core.environments.base import ISOLATED, NETWORK_OFF
 from rlm_core.environments.launcher import Carrier, Launcher, LaunchRequest
 from rlm_core.environments.loopback import LoopbackLauncher
+from rlm_core.environments.shipping import agent_bundle
 from rlm_core.types import RLMChatCompletion, UsageSummary
 
 Messages = list[dict[str, Any]]
 
 __all__ = [
+    "FakeSandboxEnvironment",
+    "FakeSandboxLauncher",
     "LocalAgentEnvironment",
     "LocalAgentLauncher",
     "RecordingSubcalls",
@@ -181,18 +188,53 @@ class RecordingSubcalls:
         return self._many(prompts, "rlm", model)
 
 
-# -- a fake provider: the real agent as a local process ----------------------------------
+# -- fake providers: the real agent as a local process ----------------------------------
 
 _ids = itertools.count(1)
-_live: dict[str, tuple[str | None, LocalAgentLauncher]] = {}
-_live_lock = threading.Lock()
+
+
+class _Sandboxes:
+    """The running sandboxes of one fake provider: id -> (tags, launcher)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: dict[str, tuple[frozenset[str], Launcher]] = {}
+
+    def add(self, sandbox_id: str, tags: Iterable[str], launcher: Launcher) -> None:
+        with self._lock:
+            self._live[sandbox_id] = (frozenset(tags), launcher)
+
+    def remove(self, sandbox_id: str | None) -> None:
+        with self._lock:
+            self._live.pop(sandbox_id or "", None)
+
+    def ids(self, tag: str | None = None) -> list[str]:
+        with self._lock:
+            return sorted(i for i, (t, _) in self._live.items() if tag is None or tag in t)
+
+    def stop(self, ids: Iterable[str], tag: str | None) -> list[str]:
+        wanted = set(ids)
+        everything = not wanted and tag is None
+        with self._lock:
+            chosen = [
+                (i, launcher)
+                for i, (t, launcher) in self._live.items()
+                if everything or i in wanted or (tag is not None and tag in t)
+            ]
+        for _, launcher in chosen:
+            launcher.terminate()
+        return [i for i, _ in chosen]
+
+
+_local = _Sandboxes()
 
 
 class LocalAgentLauncher(LoopbackLauncher):
     """A launcher that behaves like a provider's: each launch is a "sandbox" with an id and
-    an optional ``tag``, listed by :meth:`list_sandboxes` until it is terminated and
-    stoppable by :meth:`cleanup`. The sandbox is the real agent as a local process, reached
-    over ``carrier`` (``dial``, ``stdio`` with ``framing``, or ``reverse``). Not isolated.
+    an optional ``tag`` (besides the request's labels), listed by :meth:`list_sandboxes`
+    until it is terminated and stoppable by :meth:`cleanup`. The sandbox is the real agent
+    as a local process, reached over ``carrier`` (``dial``, ``stdio`` with ``framing``, or
+    ``reverse``). Not isolated.
     """
 
     def __init__(
@@ -209,8 +251,8 @@ class LocalAgentLauncher(LoopbackLauncher):
     def launch(self, request: LaunchRequest) -> Connection:
         """Start the agent as sandbox ``local-<pid>-<n>`` and connect over the carrier."""
         self._id = f"local-{os.getpid()}-{next(_ids)}"
-        with _live_lock:
-            _live[self._id] = (self.tag, self)
+        tags = [*request.labels.values(), *([self.tag] if self.tag else [])]
+        _local.add(self._id, tags, self)
         return super().launch(request)
 
     @property
@@ -221,33 +263,18 @@ class LocalAgentLauncher(LoopbackLauncher):
     def terminate(self) -> None:
         """Stop the agent; the sandbox is no longer listed."""
         super().terminate()
-        with _live_lock:
-            if self._id is not None:
-                _live.pop(self._id, None)
+        _local.remove(self._id)
 
     @classmethod
     def list_sandboxes(cls, *, tag: str | None = None) -> list[str] | None:
         """Ids of this host's running local sandboxes (with ``tag``, when given)."""
-        with _live_lock:
-            return sorted(i for i, (t, _) in _live.items() if tag is None or t == tag)
+        return _local.ids(tag)
 
     @classmethod
     def cleanup(cls, *, ids: Iterable[str] = (), tag: str | None = None) -> list[str]:
         """Stop the local sandboxes named by ``ids`` or carrying ``tag`` (with neither:
         all of them)."""
-        wanted = set(ids)
-        everything = not wanted and tag is None
-        with _live_lock:
-            chosen = [
-                launcher
-                for i, (t, launcher) in _live.items()
-                if everything or i in wanted or (tag is not None and t == tag)
-            ]
-        stopped = []
-        for launcher in chosen:
-            stopped.append(launcher.sandbox_id or "")
-            launcher.terminate()
-        return stopped
+        return _local.stop(ids, tag)
 
 
 class LocalAgentEnvironment(AgentEnvironment):
@@ -276,3 +303,90 @@ class LocalAgentEnvironment(AgentEnvironment):
     def make_launcher(self) -> Launcher:
         """A :class:`LocalAgentLauncher` for this environment's carrier and tag."""
         return LocalAgentLauncher(self.carrier, self.framing, self.tag, ship=self.ship)
+
+
+_fake = _Sandboxes()
+
+
+class FakeSandboxLauncher(Launcher):
+    """Ships the agent into a :class:`~rlm_conformance.fakes.FakeSandbox` (an isolated
+    local "sandbox") and starts it there over the ``stdio`` carrier: the path a cloud
+    plugin takes, minus the provider's SDK. ``network`` false turns the sandbox's network
+    off."""
+
+    def __init__(self, network: bool = False, framing: Framing = "binary") -> None:
+        self.network = network
+        self.framing = framing
+        self.sandbox: FakeSandbox | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def launch(self, request: LaunchRequest) -> Connection:
+        """Create the sandbox, upload the agent bundle, exec it, relay its stdio."""
+        bundle = agent_bundle()
+        self.sandbox = FakeSandbox(
+            f"fake-{next(_ids)}", network=self.network, labels=request.labels
+        )
+        _fake.add(self.sandbox.id, request.labels.values(), self)
+        path = f"/tmp/{bundle.filename}"
+        self.sandbox.write_file(path, bundle.data)
+        argv = request.agent_argv("stdio", bundle=path, framing=self.framing)
+        process = self._process = self.sandbox.exec(argv)
+        assert process.stdin is not None and process.stdout is not None
+        stream = pipe_stream(cast(BinaryIO, process.stdin), cast(BinaryIO, process.stdout))
+        return Stdio(stream, self.framing)
+
+    @property
+    def sandbox_id(self) -> str | None:
+        """The fake sandbox's id, once launched."""
+        return None if self.sandbox is None else self.sandbox.id
+
+    def exit_status(self, wait: float = 0.0) -> int | None:
+        """The agent's exit status once it has ended."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=wait) if wait else self._process.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def diagnostics(self) -> str:
+        """Nothing: the agent's stderr is not kept (a provider may not keep it either)."""
+        return ""
+
+    def terminate(self) -> None:
+        """Kill the sandbox and everything in it; it is no longer listed."""
+        if self.sandbox is not None:
+            self.sandbox.kill()
+            _fake.remove(self.sandbox.id)
+
+    @classmethod
+    def list_sandboxes(cls, *, tag: str | None = None) -> list[str] | None:
+        """Ids of the running fake sandboxes (with ``tag`` among their labels' values)."""
+        return _fake.ids(tag)
+
+    @classmethod
+    def cleanup(cls, *, ids: Iterable[str] = (), tag: str | None = None) -> list[str]:
+        """Kill the fake sandboxes named by ``ids`` or labelled ``tag`` (neither: all)."""
+        return _fake.stop(ids, tag)
+
+
+class FakeSandboxEnvironment(AgentEnvironment):
+    """An agent-backed environment on :class:`FakeSandboxLauncher`: isolated from the
+    host (own processes, files and environment), and with ``network`` false (the
+    default), without a network: it claims ``isolated`` and ``network_off``, and the
+    conformance suite checks both."""
+
+    name = "fake-sandbox"
+    launcher_class = FakeSandboxLauncher
+    capabilities = AgentEnvironment.capabilities | {ISOLATED}
+
+    def __init__(self, network: bool = False, framing: Framing = "binary", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.network = network
+        self.framing = framing
+        if not network:
+            self.capabilities = type(self).capabilities | {NETWORK_OFF}
+
+    def make_launcher(self) -> Launcher:
+        """A :class:`FakeSandboxLauncher` with this environment's settings."""
+        return FakeSandboxLauncher(self.network, self.framing)
