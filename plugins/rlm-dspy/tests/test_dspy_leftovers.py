@@ -73,6 +73,7 @@ def test_nothing_is_left_running(
 
 
 def test_with_prewarm_the_interpreters_own_processes_end() -> None:
+    before = set(agent_descendants())  # other tests' agents in this process are theirs
     made: list[rlm_dspy.RLMCoreInterpreter] = []
     factory = rlm_dspy.interpreter_factory("subprocess")
 
@@ -89,5 +90,5 @@ def test_with_prewarm_the_interpreters_own_processes_end() -> None:
     assert agent != os.getpid() and supervisor is not None
     assert not alive(agent) and not alive(supervisor)
     # What remains is rlm-core's pool (a fork server and a spare it forked), nothing else.
-    for pid in agent_descendants():
+    for pid in set(agent_descendants()) - before:
         assert "--fork-server" in cmdline(pid)
