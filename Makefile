@@ -13,8 +13,9 @@ FILL_WHEELHOUSE = $(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) \
 # The root is the workspace root: every plugin and the conformance suite are installed
 # editable next to the core, one plain `pip install -e` each.
 MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject.toml))
-# Each member's import package (plugins/rlm-x/rlm_x, conformance_tests/rlm_conformance).
-MEMBER_PACKAGES := $(wildcard plugins/*/rlm_* conformance_tests/rlm_conformance)
+# Each member's import package (plugins/rlm-x/rlm_x, conformance_tests/rlm_conformance, and
+# the example plugin of the plugin-author guide).
+MEMBER_PACKAGES := $(wildcard plugins/*/rlm_* conformance_tests/rlm_conformance docs/examples/*/rlm_*)
 LINTED := rlm_core tests bench proto $(wildcard plugins conformance_tests docs/examples)
 
 .PHONY: demo test lint typecheck pytest conformance proto check-proto chromium clean wheelhouse

@@ -13,7 +13,7 @@ import pytest
 from hosts import Host, gone, wait_gone
 from scripts import EchoHandler
 
-from rlm_core.environments.base import NETWORK_OFF, Session
+from rlm_core.environments.base import Session
 from rlm_core.environments.forkserver import ForkedProcess
 from rlm_core.environments.subprocess import SubprocessEnvironment
 
@@ -35,10 +35,10 @@ if not _unshare_works():
 
 
 class NoNetworkEnvironment(SubprocessEnvironment):
-    """Each agent in a network namespace of its own."""
+    """Each agent in a network namespace of its own: no IP network (host Unix sockets stay
+    reachable, so it does not claim ``network_off``)."""
 
     name = "no-network"
-    capabilities = SubprocessEnvironment.capabilities | {NETWORK_OFF}
     command_prefix = UNSHARE
 
 

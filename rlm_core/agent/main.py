@@ -22,6 +22,7 @@ TCP connection to the host's listener. Either serves on a private Unix socket un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 
@@ -52,10 +53,19 @@ def _remove(directory: str | None) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+_M_ARENA_MAX = -8  # glibc's mallopt() parameter number
+
+
 def _limit_memory(memory_limit_mb: int | None) -> None:
+    """Limit the address space; first cap glibc's malloc arenas at two: it reserves 64 MB of
+    address space per arena (up to 8 per CPU, one per busy thread), and under an
+    address-space limit those reservations, not the cell's data, would use up the limit."""
     if memory_limit_mb is not None:
+        import ctypes
         import resource
 
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to cap
+            ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
         limit = memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 

@@ -548,7 +548,10 @@ def serve(args: Any) -> int:
 
         # Inside the shared directory when there is one: the supervisor and the launcher
         # remove that even when the agent is killed before its own clean-up.
-        relay_dir = tempfile.mkdtemp(prefix="rlm-agent-", dir=args.shared_dir)
+        base = args.shared_dir or tempfile.gettempdir()
+        if len(base) > 60 and os.path.isdir("/tmp"):
+            base = "/tmp"  # a Unix socket's path is limited to about 100 bytes
+        relay_dir = tempfile.mkdtemp(prefix="rlm-agent-", dir=base)
         args.listen = f"unix:{os.path.join(relay_dir, 'agent.sock')}"
     stop = threading.Event()
     reason: list[str] = []

@@ -11,11 +11,13 @@ starts. A provider plugin subclasses it and implements :meth:`AgentEnvironment.m
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import re
 import time
+import weakref
 from abc import abstractmethod
 from secrets import token_hex
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -66,6 +68,21 @@ _REPLAYED = re.compile(r"^history(_\d+)?$")
 
 SHARED_FILE_MIN_BYTES = 4 * 1024 * 1024
 """Contexts at least this large go through the launcher's shared directory when it has one."""
+
+
+_open_environments: weakref.WeakSet[AgentEnvironment] = weakref.WeakSet()
+"""Started environments not closed yet: closed at host exit, so a host that never calls
+``close()`` still stops its sandboxes and removes its carriers' sockets."""
+
+
+def _close_open_environments() -> None:
+    for env in list(_open_environments):
+        with contextlib.suppress(Exception):
+            env.close()
+
+
+atexit.register(_close_open_environments)
+os.register_at_fork(after_in_child=_open_environments.clear)  # the parent's, not the child's
 
 
 def check_agent_version(agent_version: str) -> None:
@@ -239,6 +256,7 @@ class AgentEnvironment(Environment):
             carrier,
             server,
         )
+        _open_environments.add(self)
 
     def _launch_failure(
         self,
@@ -276,6 +294,7 @@ class AgentEnvironment(Environment):
 
     def _stop_agent(self, client_timeout: float) -> None:
         """Stop the sandbox, then drop the connection, the carrier and the sub-call server."""
+        _open_environments.discard(self)
         client, self._client = self._client, None
         launcher, self._launcher = self._launcher, None
         carrier, self._carrier = self._carrier, None

@@ -247,11 +247,6 @@ class AgentProcess:
 
     def _environment(self) -> dict[str, str]:
         env = with_package_on_path({k: v for k, v in os.environ.items() if k != "RLM_AGENT_TOKEN"})
-        if self.config.memory_limit_mb:
-            # glibc reserves 64 MB of address space per malloc arena (up to 8 per CPU, one
-            # per busy thread); under an address-space limit those reservations, not the
-            # cell's data, would use up the limit. Two arenas keep it for the cell.
-            env["MALLOC_ARENA_MAX"] = "2"
         env.update(dict(self.config.env))
         return env
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import secrets
+import time
 
 import pytest
 
@@ -43,6 +44,10 @@ def spawned_gone(env: Environment, code: str, marker: str, expect: int) -> None:
     seen = with_marker(marker)
     if not seen:
         pytest.skip("the sandbox's processes are not visible from this machine")
+    deadline = time.monotonic() + GRACE  # a child may still be between fork and exec
+    while len(seen) < expect and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = with_marker(marker)
     assert len(seen) >= expect, f"expected {expect} processes, saw {len(seen)}"
     env.close()
     left = wait_gone(seen, GRACE)

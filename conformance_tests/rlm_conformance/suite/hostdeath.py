@@ -54,11 +54,15 @@ def read_line(process: subprocess.Popen[str], bound: float) -> str:
     while time.monotonic() < deadline:
         ready, _, _ = select.select([process.stdout], [], [], 0.5)
         if ready:
-            return process.stdout.readline()
+            line = process.stdout.readline()
+            if line:
+                return line
+            process.wait(30)  # the output ended: the host program exited
+            break
         if process.poll() is not None:
             break
     stderr = process.stderr.read() if process.stderr and process.poll() is not None else ""
-    pytest.fail(f"the host program printed nothing (exit {process.poll()}):\n{stderr}")
+    pytest.fail(f"the host program printed nothing (exit status {process.poll()}):\n{stderr}")
 
 
 class HostDeathTests:
