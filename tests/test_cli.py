@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from lm_server import LMServer, openai_server  # noqa: F401  (fixture)
 
+from rlm_core.plugins import PROVIDER_DISTRIBUTIONS, get_registry
+
 REPO = Path(__file__).resolve().parents[1]
 SCRUBBED = (
     "OPENAI_API_KEY",
@@ -194,10 +196,19 @@ def test_missing_context_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
+def not_installed_provider() -> tuple[str, str]:
+    """A known provider whose plugin is not installed here, and its distribution."""
+    installed = set(get_registry().entry_point_names("rlm.environments"))
+    missing = [(n, d) for n, d in PROVIDER_DISTRIBUTIONS.items() if n not in installed]
+    assert missing, "every known provider plugin is installed: no example left"
+    return missing[0]
+
+
 def test_unknown_environment_names_the_plugin_to_install() -> None:
-    proc = rlm("run", "q", "--environment", "modal", stdin="ctx")
+    name, dist = not_installed_provider()
+    proc = rlm("run", "q", "--environment", name, stdin="ctx")
     line = assert_one_line_error(proc)
-    assert "pip install rlm-modal" in line
+    assert f"pip install {dist}" in line
 
 
 def test_missing_api_key_is_a_one_line_error() -> None:
@@ -251,7 +262,7 @@ def test_environments_subprocess_table() -> None:
     assert proc.returncode == 0, proc.stderr
     header = proc.stdout.splitlines()[0].split()
     assert header == ["NAME", "DISTRIBUTION", "VERSION", "CAPABILITIES"]
-    assert "pip install rlm-modal" in proc.stdout
+    assert f"pip install {not_installed_provider()[1]}" in proc.stdout
 
 
 def test_backends_table() -> None:

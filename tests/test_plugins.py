@@ -15,7 +15,7 @@ from scripts import Script, finish, repl
 
 from rlm_core import RLM, CellRejectedError, hookimpl
 from rlm_core.exceptions import PluginError, UnknownBackendError, UnknownEnvironmentError
-from rlm_core.plugins import PluginRegistry, get_registry
+from rlm_core.plugins import PROVIDER_DISTRIBUTIONS, PluginRegistry, get_registry
 
 SDK_MODULES = [
     "openai",
@@ -226,11 +226,13 @@ def test_import_rlm_core_is_light() -> None:
 
 
 def test_unknown_environment_names_installed_ones_and_the_distribution() -> None:
+    installed = set(get_registry().entry_point_names("rlm.environments"))
+    name, dist = next((n, d) for n, d in PROVIDER_DISTRIBUTIONS.items() if n not in installed)
     with pytest.raises(UnknownEnvironmentError) as info:
-        RLM(environment="modal")
+        RLM(environment=name)
     message = str(info.value)
     assert "installed: " in message and "local" in message
-    assert "pip install rlm-modal" in message
+    assert f"pip install {dist}" in message
     with pytest.raises(UnknownEnvironmentError, match="no-such-env"):
         RLM(environment="no-such-env")
 

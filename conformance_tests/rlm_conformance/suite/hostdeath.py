@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -39,7 +40,12 @@ kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", MA
 print(json.dumps([ident(os.getpid()), ident(kid.pid)]))
 '''.replace("MARKER", repr(marker))
 result = env.execute(code)
-print(result.stdout.strip() or result.error, flush=True)
+launcher = getattr(env, "active_launcher", None)
+sandbox = None if launcher is None else launcher.sandbox_id
+if result.error:
+    print(result.error, flush=True)
+else:
+    print(json.dumps({"processes": json.loads(result.stdout), "sandbox": sandbox}), flush=True)
 env.execute("while True:\n    pass")
 """
 
@@ -65,12 +71,32 @@ def read_line(process: subprocess.Popen[str], bound: float) -> str:
     pytest.fail(f"the host program printed nothing (exit status {process.poll()}):\n{stderr}")
 
 
+def listing(setup: EnvironmentSetup, sandbox: str | None) -> Callable[[float], bool] | None:
+    """A wait for ``sandbox`` to leave its provider's listing (``None`` when the provider
+    cannot list, or the sandbox has no id): how a remote sandbox's end is seen."""
+    launcher = getattr(setup.environment_class, "launcher_class", None)
+    if sandbox is None or launcher is None:
+        return None
+    if sandbox not in (launcher.list_sandboxes() or []):
+        return None  # not listed here: no listing, or one this process does not share
+
+    def gone(bound: float) -> bool:
+        deadline = time.monotonic() + bound
+        while sandbox in (launcher.list_sandboxes() or []):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+    return gone
+
+
 class HostDeathTests:
     """What happens to a sandbox whose host is SIGKILLed in the middle of a cell."""
 
     @case(
         "HST-001",
-        "a host SIGKILLed mid-cell leaves no sandbox process running",
+        "a host SIGKILLed mid-cell leaves no sandbox process running, nor a listed sandbox",
         requires=[SEPARATE_PROCESS],
     )
     def test_host_killed(self, environment_setup: EnvironmentSetup) -> None:
@@ -99,19 +125,29 @@ class HostDeathTests:
         try:
             line = read_line(host, 120)
             try:
-                watched = [(p, s) for p, s in json.loads(line)]
-            except (ValueError, TypeError):
+                said = json.loads(line)
+                watched = [(p, s) for p, s in said["processes"]]
+            except (ValueError, TypeError, KeyError):
                 pytest.fail(f"the host program's cell failed: {line}")
-            if not all(running(p) for p in watched):
-                pytest.skip("the sandbox's processes are not visible from this machine")
+            visible = all(running(p) for p in watched)
+            lister = listing(environment_setup, said.get("sandbox"))
+            if not visible and lister is None:
+                pytest.skip(
+                    "the sandbox's processes are not visible from this machine, nor the "
+                    "sandbox in a provider listing this process can read"
+                )
             time.sleep(0.5)  # the endless cell is running now
             os.kill(host.pid, signal.SIGKILL)
             host.wait(30)
-            left = wait_gone(watched, BOUND)
-            assert not left, (
-                f"{BOUND:g}s after its host was killed, still running: "
-                f"{[describe(p) for p in left]}"
-            )
+            if visible:
+                left = wait_gone(watched, BOUND)
+                shown = [describe(p) for p in left]
+                assert not left, f"{BOUND:g}s after its host was killed, still running: {shown}"
+            if lister is not None:
+                sandbox = said["sandbox"]
+                assert lister(BOUND), (
+                    f"{BOUND:g}s after its host was killed, sandbox {sandbox} is still listed"
+                )
         finally:
             with contextlib.suppress(OSError):
                 os.killpg(host.pid, signal.SIGKILL)
