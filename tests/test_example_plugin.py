@@ -10,29 +10,20 @@ of the venv is left running and its temporary directory holds nothing of ours.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import textwrap
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rlm_conformance.venvs import FreshVenv as Venv
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = Path("docs") / "examples" / "rlm-example"
 GUIDE = ROOT / "docs" / "writing-a-plugin.md"
 WHEELHOUSE = ROOT / ".venv" / "wheelhouse"
 TAG = "fresh-venv-test"
-SETTLE = 30.0
-"""Seconds the venv's processes may take to end after the command that started them."""
 
 
 # -- the guide's excerpts -----------------------------------------------------------------
@@ -52,95 +43,6 @@ def test_guide_excerpts_are_verbatim() -> None:
 # -- a fresh venv ---------------------------------------------------------------------------
 
 
-@dataclass
-class Venv:
-    """A fresh venv with rlm-core, rlm-conformance and rlm-example installed."""
-
-    root: Path
-    """The temporary directory holding everything (the venv, the sources, TMPDIR)."""
-    bin: Path
-    sources: Path
-    tmp: Path
-
-    def env(self) -> dict[str, str]:
-        """The host's environment without its Python and pip settings: TMPDIR and pip's
-        configuration are the test's own, and the venv comes first on PATH."""
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("PIP_", "PYTHON", "RLM_")) and k != "VIRTUAL_ENV"
-        }
-        env.update(
-            PATH=f"{self.bin}{os.pathsep}{env.get('PATH', os.defpath)}",
-            TMPDIR=str(self.tmp),
-            PIP_CONFIG_FILE=os.devnull,
-            PIP_DISABLE_PIP_VERSION_CHECK="1",
-            PIP_NO_INPUT="1",
-        )
-        return env
-
-    def run(
-        self, *argv: str, cwd: Path | None = None, timeout: float = 600.0
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a command in its own session; then check it left no process running."""
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd or self.root,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            output, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
-            pytest.fail(f"{argv} ran past {timeout:g}s:\n{output[-5000:]}")
-        finally:
-            with contextlib.suppress(OSError):
-                os.killpg(process.pid, signal.SIGKILL)
-        left = self.processes(SETTLE)
-        assert not left, f"{argv} left processes running: {left}"
-        return subprocess.CompletedProcess(argv, process.returncode, output, "")
-
-    def processes(self, settle: float = 0.0) -> list[str]:
-        """Processes of this venv still running after up to ``settle`` seconds (their
-        command lines name the venv's directory: its interpreter, an agent, a cell's child);
-        whatever is still there then is killed and reported."""
-        deadline = time.monotonic() + settle
-        while True:
-            found = _running_with(str(self.root))
-            if not found or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        for pid, _ in found:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        return [f"pid {pid}: {line[:200]}" for pid, line in found]
-
-
-def _running_with(marker: str) -> list[tuple[int, str]]:
-    """Running processes (not zombies) whose command line contains ``marker``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                line = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if marker in line and state not in (b"Z", b"X"):
-            found.append((int(name), line))
-    return found
-
-
 def _wheelhouse_or_skip() -> None:
     if WHEELHOUSE.is_dir() and any(WHEELHOUSE.glob("*.whl")):
         return
@@ -153,45 +55,19 @@ def _wheelhouse_or_skip() -> None:
     pytest.skip(reason)
 
 
-def _ignored(directory: str, names: list[str]) -> set[str]:
-    """What a copy of the checkout leaves out: VCS, venvs, caches and build output."""
-    return {
-        n
-        for n in names
-        if n.startswith(".")
-        or n in ("__pycache__", "build", "dist")
-        or n.endswith(".egg-info")
-        or (Path(directory) / n / "pyvenv.cfg").exists()
-    }
-
-
 @pytest.fixture(scope="module")
 def venv() -> Iterator[Venv]:
     """The fresh venv, with the three distributions installed from (a copy of) this
-    checkout: the build writes build/ and egg-info directories next to the sources, and
-    those belong in the temporary directory, not in the working tree."""
+    checkout with a real, non-editable ``pip install``."""
     _wheelhouse_or_skip()
-    root = Path(tempfile.mkdtemp(prefix="plugin-venv-"))
-    made = Venv(root, root / "venv" / "bin", root / "src", root / "tmp")
-    try:
-        made.tmp.mkdir()
-        shutil.copytree(ROOT, made.sources, ignore=_ignored, symlinks=True)
-        subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
-        installed = made.run(
-            str(made.bin / "python"), "-m", "pip", "install", "--no-index",
-            "--find-links", str(WHEELHOUSE),
-            str(made.sources),
-            str(made.sources / "conformance_tests"),
-            str(made.sources / EXAMPLE),
-        )  # fmt: skip
-        assert installed.returncode == 0, installed.stdout[-5000:]
+    made = Venv.create(WHEELHOUSE, ROOT)
+    with made:
+        made.install(
+            str(made.sources), str(made.sources / "conformance_tests"), str(made.sources / EXAMPLE)
+        )
         yield made
-        leftovers = [p.name for p in made.tmp.iterdir() if not p.name.startswith("pytest-of-")]
+        leftovers = made.leftovers()
         assert not leftovers, f"left in the temporary directory: {leftovers}"
-    finally:
-        left = made.processes()
-        shutil.rmtree(root, ignore_errors=True)
-    assert not left, f"processes left running: {left}"
 
 
 # -- what a plugin author checks ----------------------------------------------------------

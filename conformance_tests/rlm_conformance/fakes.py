@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -118,10 +119,17 @@ class FakeSandbox:
         )
 
     def write_file(self, sandbox_path: str, data: bytes) -> None:
-        """Write a file into the sandbox (parents created)."""
+        """Write a file into the sandbox (parents created); a terminated sandbox refuses
+        (``ProcessLookupError``), so a late upload cannot bring its files back."""
         target = self.path(sandbox_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        with self._lock:
+            self._check_alive()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+    def _check_alive(self) -> None:
+        if self.killed:
+            raise ProcessLookupError(f"sandbox {self.id} was terminated")
 
     def read_file(self, sandbox_path: str) -> bytes:
         """Read a file of the sandbox."""
@@ -137,8 +145,6 @@ class FakeSandbox:
         cwd: str = HOME,
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` in the sandbox with binary pipes for stdin, stdout and stderr."""
-        if self.killed:
-            raise ProcessLookupError(f"sandbox {self.id} was terminated")
         root = shlex.quote(str(self.root))
         mounts = (  # the image first: its source may be under /tmp, covered next
             f"mount --bind {shlex.quote(image_dir())} {root}{IMAGE} && "
@@ -159,15 +165,16 @@ class FakeSandbox:
             **self.env,
             **(env or {}),
         }
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=environment,
-            start_new_session=True,
-        )
-        with self._lock:
+        with self._lock:  # a sandbox being terminated starts nothing new
+            self._check_alive()
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=environment,
+                start_new_session=True,
+            )
             self._processes.append(process)
         return process
 
@@ -182,6 +189,7 @@ class FakeSandbox:
         with self._lock:
             self.killed = True
             processes, self._processes = self._processes, []
+        # From here on no upload or exec gets in: what is killed and removed stays so.
         for process in processes:
             with contextlib.suppress(OSError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -191,4 +199,11 @@ class FakeSandbox:
                 if pipe is not None:
                     with contextlib.suppress(OSError):
                         pipe.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        # The namespace's processes die with its first one, a moment after it: one still
+        # writing could keep a directory from going; remove until nothing is left.
+        deadline = time.monotonic() + 10.0
+        while True:
+            shutil.rmtree(self.root, ignore_errors=True)
+            if not self.root.exists() or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
