@@ -22,6 +22,7 @@ from rlm_core import (
     hookimpl,
 )
 from rlm_core.environments.local import LocalEnvironment
+from rlm_core.plugins import PROVIDER_DISTRIBUTIONS
 from rlm_core.vocabulary import ISOLATED, NETWORK_OFF
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,8 +74,10 @@ def test_unknown_environment_names_the_installed_ones() -> None:
     with pytest.raises(UnknownEnvironmentError, match="unknown environment 'nope'") as caught:
         rlm_dspy.interpreter_factory("nope")
     assert "local" in str(caught.value) and "subprocess" in str(caught.value)
-    with pytest.raises(UnknownEnvironmentError, match="pip install rlm-modal"):
-        rlm_dspy.interpreter_factory("modal")
+    installed = set(get_registry().entry_point_names("rlm.environments"))
+    name, dist = next((n, d) for n, d in PROVIDER_DISTRIBUTIONS.items() if n not in installed)
+    with pytest.raises(UnknownEnvironmentError, match=f"pip install {dist}"):
+        rlm_dspy.interpreter_factory(name)
     with pytest.raises(TypeError, match="environment name"):
         rlm_dspy.interpreter_factory(LocalEnvironment)  # type: ignore[arg-type]
 

@@ -233,6 +233,8 @@ class FakeModalSandbox:
     last_active: float
     execs: dict[str, _Exec] = field(default_factory=dict)
     result: api_pb2.GenericResult | None = None
+    ending: bool = False
+    """Being terminated: its result is set once its processes and files are gone."""
     """Set once the sandbox has ended (terminated, timed out or idle)."""
 
     @property
@@ -397,10 +399,12 @@ class ModalFake:
 
     def _end(self, record: FakeModalSandbox, status: int, why: str = "") -> None:
         with self._lock:
-            if record.result is not None:
+            if record.result is not None or record.ending:
                 return
+            record.ending = True
+        record.box.kill()  # a sandbox counts as ended only once this is done
+        with self._lock:
             record.result = api_pb2.GenericResult(status=status, exception=why)
-        record.box.kill()
 
     async def _reaper(self) -> None:
         """Enforce ``timeout`` and ``idle_timeout`` as the service does."""
