@@ -147,8 +147,13 @@ def test_a_setting_adds_a_capability_the_suite_verifies(venv: Venv) -> None:
 
 @pytest.mark.timeout(900)
 def test_the_plugins_own_tests_pass(venv: Venv) -> None:
+    # Its suite subclass (TestExample) runs the same tests `rlm conformance example` ran
+    # above: collected, and its guard test run, but not the whole suite a second time.
     project = venv.sources / EXAMPLE
-    result = venv.run(str(venv.bin / "pytest"), "-q", "-p", "no:cacheprovider", cwd=project)
+    result = venv.run(
+        str(venv.bin / "pytest"), "-q", "-p", "no:cacheprovider",
+        "-k", "not TestExample or STD-001", cwd=project,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-8000:]
-    assert _passed(result.stdout) >= 60, result.stdout[-3000:]
+    assert _passed(result.stdout) >= 5, result.stdout[-3000:]
     assert "provided by: rlm-example 0.1.0" in result.stdout, result.stdout[-3000:]
