@@ -3,6 +3,8 @@ removes their carriers' sockets and directories."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hosts import Host, wait_gone
 
@@ -33,3 +35,34 @@ def test_an_unclosed_environment_is_closed_at_exit(settings: str) -> None:
         assert status == 0, err
         assert wait_gone([agent]) == []
         assert host.leftovers() == []
+
+
+LAUNCHERS = """
+import sys
+from rlm_core.environments.launcher import Launcher, terminate_at_exit, terminated_before_exit
+
+class Marking(Launcher):
+    def __init__(self, name):
+        self.name = name
+    def launch(self, request):
+        raise NotImplementedError
+    def terminate(self):
+        with open(sys.argv[1], "a") as f:
+            f.write(self.name + "\\n")
+
+left, done, broken = Marking("left"), Marking("done"), Marking("broken")
+broken.terminate = lambda: 1 / 0
+for launcher in (left, done, broken):
+    terminate_at_exit(launcher)
+done.terminate()
+terminated_before_exit(done)
+"""
+
+
+def test_launchers_still_running_are_terminated_at_exit(tmp_path: Path) -> None:
+    marks = tmp_path / "terminated.txt"
+    with Host(LAUNCHERS, str(marks)) as host:
+        status, _, err = host.finish()
+    assert status == 0, err
+    assert marks.read_text().split() == ["done", "left"]  # done by itself; left at exit
+    assert "could not stop a sandbox at exit: division by zero" in err

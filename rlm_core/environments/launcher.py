@@ -11,12 +11,14 @@ after one :class:`DeprecationWarning` per launcher class.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import json
 import logging
 import os
 import shlex
 import socket
+import threading
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -219,6 +221,57 @@ class Launcher(ABC):
         stopped; with neither, every sandbox carrying the ``rlm-core`` label. The default
         stops nothing (a provider without listing support)."""
         return []
+
+
+class _ExitTerminator:
+    """Launchers whose sandboxes end at interpreter exit unless they ended before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._launchers: set[Launcher] = set()
+        self._registered = False
+
+    def add(self, launcher: Launcher) -> None:
+        with self._lock:
+            self._launchers.add(launcher)
+            if not self._registered:
+                atexit.register(self.run)
+                self._registered = True
+
+    def discard(self, launcher: Launcher) -> None:
+        with self._lock:
+            self._launchers.discard(launcher)
+
+    def forget(self) -> None:
+        """In a forked copy of the host: the sandboxes are the parent's."""
+        self._lock = threading.Lock()
+        self._launchers = set()
+
+    def run(self) -> None:
+        with self._lock:
+            launchers, self._launchers = list(self._launchers), set()
+        for launcher in launchers:
+            try:
+                launcher.terminate()
+            except Exception as exc:  # the others still get their turn
+                log.warning("could not stop a sandbox at exit: %s", exc)
+
+
+_exit_terminator = _ExitTerminator()
+os.register_at_fork(after_in_child=_exit_terminator.forget)
+
+
+def terminate_at_exit(launcher: Launcher) -> None:
+    """Have ``launcher.terminate()`` called at interpreter exit, unless
+    :func:`terminated_before_exit` says it already ran. The exit handler is registered on
+    the first call: call this after importing the provider's SDK, so that it runs (exit
+    handlers run last-registered first) while the SDK still works."""
+    _exit_terminator.add(launcher)
+
+
+def terminated_before_exit(launcher: Launcher) -> None:
+    """``launcher`` has terminated its sandbox: nothing is left to do for it at exit."""
+    _exit_terminator.discard(launcher)
 
 
 _warned: set[type] = set()

@@ -10,18 +10,22 @@ leftovers by their ``rlm-core`` metadata.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import shlex
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_core.bridge.carriers import Connection, Stdio
-from rlm_core.environments.launcher import SANDBOX_LABEL, Launcher, LaunchRequest
+from rlm_core.environments.launcher import (
+    SANDBOX_LABEL,
+    Launcher,
+    LaunchRequest,
+    terminate_at_exit,
+    terminated_before_exit,
+)
 from rlm_core.environments.lease import Lease
 from rlm_core.environments.shipping import agent_bundle
 from rlm_e2b.stream import CommandStream
@@ -42,28 +46,6 @@ class E2BOptions:
     allow_internet_access: bool = False
     lease_interval: float = 30.0
     env: dict[str, str] = field(default_factory=dict)
-
-
-_live: set[E2BLauncher] = set()
-_live_lock = threading.Lock()
-_atexit_registered = False
-
-
-def _track(launcher: E2BLauncher) -> None:
-    global _atexit_registered
-    with _live_lock:
-        _live.add(launcher)
-        if not _atexit_registered:
-            atexit.register(_terminate_all)
-            _atexit_registered = True
-
-
-def _terminate_all() -> None:
-    """At interpreter exit: kill every sandbox this process still has."""
-    with _live_lock:
-        launchers = list(_live)
-    for launcher in launchers:
-        launcher.terminate()
 
 
 class E2BLauncher(Launcher):
@@ -93,7 +75,7 @@ class E2BLauncher(Launcher):
         )
         self._max_lifetime = request.max_lifetime
         self._session = request.session_id  # from here on, terminate() looks for it
-        _track(self)
+        terminate_at_exit(self)
         request.progress(f"creating an E2B sandbox from the template {template}")
         self._created_at = time.monotonic()
         self._sandbox = sandbox = Sandbox.create(
@@ -145,8 +127,7 @@ class E2BLauncher(Launcher):
         except Exception as exc:
             log.warning("could not kill the E2B sandbox (its timeout will end it): %s", exc)
         finally:
-            with _live_lock:
-                _live.discard(self)
+            terminated_before_exit(self)
 
     def exit_status(self, wait: float = 0.0) -> int | None:
         """The agent command's exit code once it has ended."""

@@ -8,7 +8,6 @@ sandbox whose creation was already on its way.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib.metadata
 import logging
@@ -20,7 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlm_core.bridge.carriers import Connection, Stdio
-from rlm_core.environments.launcher import SANDBOX_LABEL, Launcher, LaunchRequest
+from rlm_core.environments.launcher import (
+    SANDBOX_LABEL,
+    Launcher,
+    LaunchRequest,
+    terminate_at_exit,
+    terminated_before_exit,
+)
 from rlm_core.environments.shipping import agent_bundle
 from rlm_core.exceptions import SandboxError
 from rlm_modal.stream import ExecStream, StderrTail
@@ -101,29 +106,6 @@ def modal_client() -> Any:
         return client
 
 
-_live: set[ModalLauncher] = set()
-_live_lock = threading.Lock()
-_atexit_registered = False
-
-
-def _track(launcher: ModalLauncher) -> None:
-    """Terminate the launcher's sandbox at interpreter exit unless it is done by then.
-    (Registered after ``modal`` is imported, so it runs while the SDK still works.)"""
-    global _atexit_registered
-    with _live_lock:
-        _live.add(launcher)
-        if not _atexit_registered:
-            atexit.register(_terminate_all)
-            _atexit_registered = True
-
-
-def _terminate_all() -> None:
-    with _live_lock:
-        launchers = list(_live)
-    for launcher in launchers:
-        launcher.terminate()
-
-
 def _exit_status(returncode: int) -> int:
     """Modal reports a process killed by signal N as 128 + N; the core says -N."""
     return -(returncode - 128) if 128 < returncode < 128 + 65 else returncode
@@ -151,7 +133,7 @@ class ModalLauncher(Launcher):
         """Create the sandbox, upload the agent bundle, exec it; relay its stdio."""
         import modal  # noqa: F401  (first, so that the exit handler below runs before its own)
 
-        _track(self)
+        terminate_at_exit(self)
         outcome: dict[str, Any] = {}
         done = threading.Event()
 
@@ -244,8 +226,7 @@ class ModalLauncher(Launcher):
             self._closed = True
             sandbox, self._sandbox = self._sandbox, None
             stream = self._stream
-        with _live_lock:
-            _live.discard(self)
+        terminated_before_exit(self)
         if sandbox is not None:
             self._terminate_sandbox(sandbox)
         if stream is not None:
