@@ -18,7 +18,7 @@ FILL_WHEELHOUSE = $(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) \
 MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject.toml))
 # Each member's import package (plugins/rlm-x/rlm_x, conformance_tests/rlm_conformance, and
 # the example plugin of the plugin-author guide).
-MEMBER_PACKAGES := $(wildcard plugins/*/rlm_* conformance_tests/rlm_conformance docs/examples/*/rlm_*)
+MEMBER_PACKAGES := $(filter-out %.egg-info,$(wildcard plugins/*/rlm_* conformance_tests/rlm_conformance docs/examples/*/rlm_*))
 LINTED := rlm_core tests bench proto $(wildcard plugins conformance_tests docs/examples)
 
 .PHONY: demo test lint typecheck pytest conformance proto check-proto chromium clean wheelhouse
