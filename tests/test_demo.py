@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 from lm_server import LMServer, openai_server  # noqa: F401  (fixture)
-from test_cli import assert_one_line_error, rlm, root_or_sub, run_python
+from test_cli import (
+    assert_one_line_error,
+    not_installed_provider,
+    rlm,
+    root_or_sub,
+    run_python,
+)
 
 from rlm_core.demo import QUESTION
 from rlm_core.demo.make_document import (
@@ -139,9 +145,10 @@ def test_rlm_demo_subprocess_without_credentials() -> None:
 
 
 def test_rlm_demo_unknown_environment() -> None:
-    proc = rlm("demo", "--environment", "e2b")
+    name, dist = not_installed_provider()
+    proc = rlm("demo", "--environment", name)
     line = assert_one_line_error(proc)
-    assert "pip install rlm-e2b" in line
+    assert f"pip install {dist}" in line
 
 
 def test_rlm_demo_openai_without_key_is_a_one_line_error() -> None:
