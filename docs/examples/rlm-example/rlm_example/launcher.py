@@ -8,7 +8,6 @@ sandbox needs no network at all.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import io
 import subprocess
@@ -17,21 +16,16 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from rlm_core.bridge.carriers import Connection, Stdio
 from rlm_core.bridge.carriers.stdio import pipe_stream
-from rlm_core.environments.launcher import Launcher, LaunchRequest
+from rlm_core.environments.launcher import (
+    Launcher,
+    LaunchRequest,
+    terminate_at_exit,
+    terminated_before_exit,
+)
 from rlm_core.environments.launching import StderrTail, process_status
 
 if TYPE_CHECKING:
     from rlm_example.sandbox import Sandbox
-
-
-_live: set[ExampleLauncher] = set()
-"""Launchers whose sandbox exists: deleted when the host exits without closing them."""
-
-
-@atexit.register
-def _terminate_all() -> None:
-    for launcher in list(_live):
-        launcher.terminate()
 
 
 class ExampleLauncher(Launcher):
@@ -55,7 +49,7 @@ class ExampleLauncher(Launcher):
             tag=self.tag, labels=request.labels, timeout=request.max_lifetime
         )
         self._sandbox_id = self._sandbox.id
-        _live.add(self)
+        terminate_at_exit(self)  # deleted even if the host exits without closing it
         path = self._sandbox.path
         # The sandbox's directory is the agent's private directory (--shared-dir): the
         # agent removes it when it ends, its supervisor even when the host is killed. Its
@@ -65,16 +59,12 @@ class ExampleLauncher(Launcher):
         # kills everything the cells started. A cloud sandbox has the agent's heartbeat
         # watchdog and the provider's own timeout (max_lifetime) for that instead.
         extra += ["--die-with-parent", "0"]
-        variables = ""
         if self.memory_limit_mb is not None:
             extra += ["--memory-limit-mb", str(self.memory_limit_mb)]
-            # glibc reserves 64 MB of address space per malloc arena (one per busy thread):
-            # under an address-space limit, two arenas leave the limit to the cells.
-            variables = "MALLOC_ARENA_MAX=2 "
         command = request.agent_command("stdio", python=self.python, extra=extra)
         request.progress("starting the agent")
         # exec: the shell becomes the agent, so signals and the exit status are its own.
-        self._process = process = self._sandbox.exec(f"{variables}exec {command}")
+        self._process = process = self._sandbox.exec(f"exec {command}")
         assert process.stdin is not None and process.stdout is not None
         assert process.stderr is not None
         self._stderr = StderrTail(io.TextIOWrapper(process.stderr, errors="replace"))
@@ -84,7 +74,7 @@ class ExampleLauncher(Launcher):
     def terminate(self) -> None:
         """Delete the sandbox (every process in it, then its directory)."""
         sandbox, self._sandbox = self._sandbox, None
-        _live.discard(self)
+        terminated_before_exit(self)
         if sandbox is not None:
             sandbox.delete()
         process = self._process
