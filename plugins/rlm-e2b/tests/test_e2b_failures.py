@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import _thread
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from e2b_fake import FakeE2B
@@ -108,16 +109,17 @@ HOST = textwrap.dedent(
 )
 
 
-def test_host_killed_mid_cell(fake_e2b: FakeE2B, tmp_path: Path) -> None:  # noqa: F811
+def test_host_killed_mid_cell(fake_e2b: FakeE2B) -> None:  # noqa: F811
     """SIGKILL the host in the middle of a cell: the lease stops, and the fake reaps the
     sandbox at its timeout (well before the agent's 60 s heartbeat watchdog would act)."""
+    tmp = tempfile.mkdtemp(prefix="rlm-host-")  # short: the relay's socket path fits in it
     host = subprocess.Popen(
         [sys.executable, "-c", HOST],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        env={**os.environ, "TMPDIR": str(tmp_path)},  # what a killed host leaves is here
+        env={**os.environ, "TMPDIR": str(tmp)},  # what a killed host leaves is here
     )
     try:
         assert host.stdout is not None
@@ -137,6 +139,7 @@ def test_host_killed_mid_cell(fake_e2b: FakeE2B, tmp_path: Path) -> None:  # noq
         for pipe in (host.stdout, host.stderr):
             if pipe is not None:
                 pipe.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_max_lifetime_is_the_servers_timeout(fake_e2b: FakeE2B) -> None:  # noqa: F811

@@ -7,9 +7,11 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -36,13 +38,16 @@ BOUND = 60.0
 
 
 def test_host_killed_mid_cell(modal_fake: ModalFake) -> None:  # noqa: F811
+    # What a killed host leaves (its relay's socket directory) goes in a short private
+    # TMPDIR of its own, removed afterwards.
+    tmp = tempfile.mkdtemp(prefix="rlm-host-")
     host = subprocess.Popen(
         [sys.executable, "-c", HOST],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=dict(os.environ),
+        env={**os.environ, "TMPDIR": tmp},
         start_new_session=True,
     )
     try:
@@ -66,6 +71,7 @@ def test_host_killed_mid_cell(modal_fake: ModalFake) -> None:  # noqa: F811
         with contextlib.suppress(OSError):
             os.killpg(host.pid, signal.SIGKILL)
         host.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 EXITS = """
