@@ -16,8 +16,10 @@ agent then watches whoever started it, and the wrapper is given a parent-death s
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -108,6 +110,20 @@ def process_status(process: subprocess.Popen[Any] | Any, wait: float = 0.0) -> i
         return process.wait(timeout=wait) if wait > 0 else process.poll()
     except subprocess.TimeoutExpired:
         return None
+
+
+def stop_agent_process(process: subprocess.Popen[Any] | Any) -> None:
+    """Kill a local agent started with ``--die-with-parent``: its supervisor, the agent and
+    everything its cells started, however they detached themselves (the supervisor adopted
+    them), then its process group (all that can be found without ``/proc``); wait for it."""
+    from rlm_core.agent.process_tree import kill_tree
+
+    if process.poll() is None:
+        kill_tree(process.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10.0)
+    with contextlib.suppress(OSError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _drain(stream: IO[str]) -> None:

@@ -17,13 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 from typing import Any, BinaryIO, cast
 
-from rlm_core.agent.process_tree import kill_tree
 from rlm_core.bridge.carriers import Connection, Dial, Framing, Reverse, Stdio
 from rlm_core.environments.agent import AgentEnvironment
 from rlm_core.environments.launcher import Carrier, Launcher, LaunchRequest
@@ -31,6 +29,7 @@ from rlm_core.environments.launching import (
     StderrTail,
     process_status,
     start_agent,
+    stop_agent_process,
     with_package_on_path,
 )
 from rlm_core.environments.subprocess import start_process
@@ -154,13 +153,7 @@ class LoopbackLauncher(Launcher):
             shutil.rmtree(self._dir, ignore_errors=True)
         if process is None:
             return
-        if process.poll() is None:
-            # The supervisor, the agent and whatever its cells started, however detached.
-            kill_tree(process.pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10.0)
+        stop_agent_process(process)
         for pipe in (process.stdin, process.stdout):
             if pipe is not None:
                 with contextlib.suppress(OSError, ValueError):

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import atexit
 import collections
-import contextlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rlm_core.agent.process_tree import kill_tree
 from rlm_core.bridge.carriers import Dial
 from rlm_core.bridge.tls import make_tls_material, new_token
 from rlm_core.environments.agent import AgentEnvironment
@@ -49,6 +46,7 @@ from rlm_core.environments.launching import (
     StderrTail,
     process_status,
     start_agent,
+    stop_agent_process,
     with_package_on_path,
 )
 
@@ -270,14 +268,7 @@ class AgentProcess:
         if os.getpid() != self.owner:
             return
         _live_agents.discard(self)
-        process = self.process
-        if process.poll() is None:
-            kill_tree(process.pid)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10.0)
-        # Without a supervisor (no /proc), the process group is what can be found.
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_agent_process(self.process)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
