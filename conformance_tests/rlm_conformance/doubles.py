@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from rlm_conformance.fakes import FakeSandbox
-from rlm_core.bridge.carriers import Connection, Framing, Stdio
-from rlm_core.bridge.carriers.stdio import pipe_stream
+from rlm_core.bridge.carriers import Connection, Framing
 from rlm_core.environments.agent import AgentEnvironment
 from rlm_core.environments.base import ISOLATED, NETWORK_OFF
 from rlm_core.environments.launcher import Carrier, Launcher, LaunchRequest
 from rlm_core.environments.loopback import LoopbackLauncher
-from rlm_core.environments.shipping import agent_bundle
+from rlm_core.environments.remote import ProcessExec, RemoteLauncher
 from rlm_core.types import RLMChatCompletion, UsageSummary
 
 Messages = list[dict[str, Any]]
@@ -194,15 +192,15 @@ _ids = itertools.count(1)
 
 
 class _Sandboxes:
-    """The running sandboxes of one fake provider: id -> (tags, launcher)."""
+    """The running sandboxes of one fake provider: id -> (tags, how to stop it)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._live: dict[str, tuple[frozenset[str], Launcher]] = {}
+        self._live: dict[str, tuple[frozenset[str], Callable[[], None]]] = {}
 
-    def add(self, sandbox_id: str, tags: Iterable[str], launcher: Launcher) -> None:
+    def add(self, sandbox_id: str, tags: Iterable[str], stop: Callable[[], None]) -> None:
         with self._lock:
-            self._live[sandbox_id] = (frozenset(tags), launcher)
+            self._live[sandbox_id] = (frozenset(tags), stop)
 
     def remove(self, sandbox_id: str | None) -> None:
         with self._lock:
@@ -217,12 +215,12 @@ class _Sandboxes:
         everything = not wanted and tag is None
         with self._lock:
             chosen = [
-                (i, launcher)
-                for i, (t, launcher) in self._live.items()
+                (i, stop)
+                for i, (t, stop) in self._live.items()
                 if everything or i in wanted or (tag is not None and tag in t)
             ]
-        for _, launcher in chosen:
-            launcher.terminate()
+        for _, stop in chosen:
+            stop()
         return [i for i, _ in chosen]
 
 
@@ -252,7 +250,7 @@ class LocalAgentLauncher(LoopbackLauncher):
         """Start the agent as sandbox ``local-<pid>-<n>`` and connect over the carrier."""
         self._id = f"local-{os.getpid()}-{next(_ids)}"
         tags = [*request.labels.values(), *([self.tag] if self.tag else [])]
-        _local.add(self._id, tags, self)
+        _local.add(self._id, tags, self.terminate)
         return super().launch(request)
 
     @property
@@ -308,56 +306,46 @@ class LocalAgentEnvironment(AgentEnvironment):
 _fake = _Sandboxes()
 
 
-class FakeSandboxLauncher(Launcher):
+class FakeSandboxLauncher(RemoteLauncher):
     """Ships the agent into a :class:`~rlm_conformance.fakes.FakeSandbox` (an isolated
-    local "sandbox") and starts it there over the ``stdio`` carrier: the path a cloud
-    plugin takes, minus the provider's SDK. ``network`` false turns the sandbox's network
-    off."""
+    local "sandbox") and starts it there over the ``stdio`` carrier: a cloud plugin's
+    launcher (the core's :class:`~rlm_core.environments.remote.RemoteLauncher`) with the
+    provider's SDK calls replaced by calls of the fake. ``network`` false turns the
+    sandbox's network off."""
+
+    provider = "fake"
 
     def __init__(self, network: bool = False, framing: Framing = "binary") -> None:
+        super().__init__()
         self.network = network
         self.framing = framing
         self.sandbox: FakeSandbox | None = None
-        self._process: subprocess.Popen[bytes] | None = None
 
-    def launch(self, request: LaunchRequest) -> Connection:
-        """Create the sandbox, upload the agent bundle, exec it, relay its stdio."""
-        bundle = agent_bundle()
-        self.sandbox = FakeSandbox(
-            f"fake-{next(_ids)}", network=self.network, labels=request.labels
-        )
-        _fake.add(self.sandbox.id, request.labels.values(), self)
-        path = f"/tmp/{bundle.filename}"
-        self.sandbox.write_file(path, bundle.data)
-        argv = request.agent_argv("stdio", bundle=path, framing=self.framing)
-        process = self._process = self.sandbox.exec(argv)
-        assert process.stdin is not None and process.stdout is not None
-        stream = pipe_stream(cast(BinaryIO, process.stdin), cast(BinaryIO, process.stdout))
-        return Stdio(stream, self.framing)
+    def create_sandbox(self, request: LaunchRequest) -> FakeSandbox:
+        """A new fake sandbox with the request's labels, listed until it is killed."""
+        sandbox = FakeSandbox(f"fake-{next(_ids)}", network=self.network, labels=request.labels)
+        _fake.add(sandbox.id, request.labels.values(), lambda: self.kill_sandbox(sandbox))
+        self.sandbox = sandbox
+        return sandbox
 
-    @property
-    def sandbox_id(self) -> str | None:
-        """The fake sandbox's id, once launched."""
-        return None if self.sandbox is None else self.sandbox.id
+    def identify(self, sandbox: FakeSandbox) -> str:
+        """The fake sandbox's id."""
+        return sandbox.id
 
-    def exit_status(self, wait: float = 0.0) -> int | None:
-        """The agent's exit status once it has ended."""
-        if self._process is None:
-            return None
-        try:
-            return self._process.wait(timeout=wait) if wait else self._process.poll()
-        except subprocess.TimeoutExpired:
-            return None
+    def upload(self, sandbox: FakeSandbox, path: str, data: bytes, request: LaunchRequest) -> None:
+        """Write the file into the sandbox."""
+        sandbox.write_file(path, data)
 
-    def diagnostics(self) -> str:
-        """Nothing: the agent's stderr is not kept (a provider may not keep it either)."""
-        return ""
+    def exec_agent(
+        self, sandbox: FakeSandbox, argv: list[str], request: LaunchRequest
+    ) -> ProcessExec:
+        """Run the agent in the sandbox with binary pipes."""
+        return ProcessExec(sandbox.exec(argv))
 
-    def terminate(self) -> None:
+    def kill_sandbox(self, sandbox: FakeSandbox) -> None:
         """Kill the sandbox and everything in it; it is no longer listed."""
-        if self.sandbox is not None:
-            self.sandbox.kill()
-            _fake.remove(self.sandbox.id)
+        sandbox.kill()
+        _fake.remove(sandbox.id)
 
     @classmethod
     def list_sandboxes(cls, *, tag: str | None = None) -> list[str] | None:
@@ -365,9 +353,9 @@ class FakeSandboxLauncher(Launcher):
         return _fake.ids(tag)
 
     @classmethod
-    def cleanup(cls, *, ids: Iterable[str] = (), tag: str | None = None) -> list[str]:
-        """Kill the fake sandboxes named by ``ids`` or labelled ``tag`` (neither: all)."""
-        return _fake.stop(ids, tag)
+    def kill_sandbox_ids(cls, ids: list[str]) -> list[str]:
+        """Kill the fake sandboxes with these ids."""
+        return _fake.stop(ids, None) if ids else []
 
 
 class FakeSandboxEnvironment(AgentEnvironment):

@@ -15,6 +15,7 @@ agent then watches whoever started it, and the wrapper is given a parent-death s
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
 import os
@@ -23,7 +24,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -71,23 +72,53 @@ def parse_ready_line(line: str) -> AgentReady | None:
 
 
 class StderrTail:
-    """The last ``lines`` lines of a text stream, read on a daemon thread until it ends."""
+    """The last ``lines`` lines of an agent's stderr.
 
-    def __init__(self, stream: IO[str] | None, lines: int = 40) -> None:
+    ``stream`` is read on a daemon thread until it ends: a text stream, or any iterable of
+    chunks, bytes or text, split anywhere (a provider SDK's output iterator). An SDK that
+    delivers stderr through a callback passes :meth:`feed` instead. Bytes are decoded as
+    UTF-8 (a character split between chunks survives); an endless line is cut to its last
+    :data:`MAX_LINE` characters.
+    """
+
+    MAX_LINE = 2000
+    """Characters kept of one line."""
+
+    def __init__(self, stream: Iterable[bytes | str] | None = None, lines: int = 40) -> None:
         self._lines: collections.deque[str] = collections.deque(maxlen=lines)
+        self._partial = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
         if stream is not None:
-            threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
+            self._thread = threading.Thread(
+                target=self._drain, args=(stream,), name="rlm-agent-stderr", daemon=True
+            )
+            self._thread.start()
 
-    def _drain(self, stream: IO[str]) -> None:
+    def _drain(self, stream: Iterable[bytes | str]) -> None:
         try:
-            for line in stream:
-                self._lines.append(line.rstrip("\n"))
-        except (OSError, ValueError):  # closed under us
+            for chunk in stream:
+                self.feed(chunk)
+        except Exception:  # closed under us, or the sandbox is gone: what was read is kept
             pass
 
-    def text(self) -> str:
-        """The lines kept so far."""
-        return "\n".join(self._lines)
+    def feed(self, chunk: bytes | str) -> None:
+        """Add a chunk of the stream."""
+        text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
+        with self._lock:
+            *complete, partial = (self._partial + text).split("\n")
+            self._partial = partial[-self.MAX_LINE :]
+            self._lines.extend(line.rstrip("\r")[-self.MAX_LINE :] for line in complete)
+
+    def text(self, wait: float = 0.0) -> str:
+        """The lines kept so far (an unfinished last line included), after waiting up to
+        ``wait`` seconds for the stream to end."""
+        if wait > 0 and self._thread is not None:
+            self._thread.join(wait)
+        with self._lock:
+            lines = [*self._lines, *([self._partial] if self._partial else [])]
+        return "\n".join(lines[-(self._lines.maxlen or len(lines)) :])
 
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])

@@ -1,19 +1,18 @@
-"""The stdio carrier's byte stream over a Modal exec handle (``sandbox.exec(..., text=False)``).
+"""The agent's exec in a Modal sandbox (``sandbox.exec(..., text=False)``) as the core's
+:class:`~rlm_core.environments.remote.SandboxExec`.
 
 Modal delivers an exec's stdout as a server stream of raw bytes (``TaskExecStdioRead``)
-and takes its stdin as one unary ``TaskExecStdinWrite`` per ``drain()``. A daemon thread
-iterates stdout into a :class:`~rlm_core.bridge.carriers.stdio.PushStream`, so closing the
-stream ends the relay's reading at once even while the SDK still waits on the network.
+and takes its stdin as one unary ``TaskExecStdinWrite`` per ``drain()``.
 """
 
 from __future__ import annotations
 
-import collections
-import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from rlm_core.bridge.carriers.stdio import PushStream
+from rlm_core.environments.launching import StderrTail
+from rlm_core.environments.remote import PushStream, pump, status_from_exit_code
 
 MAX_WRITE = 4 * 1024 * 1024
 """Most bytes sent in one stdin write. The SDK refuses more than 16 MiB buffered per
@@ -22,25 +21,14 @@ send and keeps each RPC well under the SDK's limit."""
 
 
 class ExecStream:
-    """A :class:`~rlm_core.bridge.carriers.stdio.ByteStream` over a Modal
-    ``ContainerProcess`` started with ``text=False``."""
+    """A Modal ``ContainerProcess`` started with ``text=False``: stdout pumped into a
+    :class:`~rlm_core.bridge.carriers.stdio.PushStream`, stderr kept as a tail."""
 
     def __init__(self, process: Any) -> None:
         self._process = process
         self._push = PushStream(self._write)
-        self._reader = threading.Thread(
-            target=self._pump, name="rlm-modal-exec-stdout", daemon=True
-        )
-        self._reader.start()
-
-    def _pump(self) -> None:
-        try:
-            for chunk in self._process.stdout:
-                self._push.push(bytes(chunk))
-        except Exception as exc:
-            self._push.end(f"reading the Modal exec's stdout failed: {type(exc).__name__}: {exc}")
-        else:
-            self._push.end()
+        self._stderr = StderrTail(process.stderr)
+        pump(process.stdout, self._push, "the Modal exec's stdout")
 
     def _write(self, data: bytes) -> None:
         stdin = self._process.stdin
@@ -60,35 +48,17 @@ class ExecStream:
         """End the iteration now (the sandbox itself is terminated by the launcher)."""
         self._push.close()
 
+    def exit_status(self, wait: float = 0.0) -> int | None:
+        """The exec's exit status (Modal's ``128 + N`` for signal N becomes ``-N``)."""
+        deadline = time.monotonic() + wait
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                return status_from_exit_code(int(code))
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
 
-class StderrTail:
-    """The last lines of an exec's stderr, read from its byte stream on a daemon thread."""
-
-    def __init__(self, stream: Any, lines: int = 40) -> None:
-        self._lines: collections.deque[str] = collections.deque(maxlen=lines)
-        self._partial = b""
-        self._thread = threading.Thread(
-            target=self._drain, args=(stream,), name="rlm-modal-exec-stderr", daemon=True
-        )
-        self._thread.start()
-
-    def _drain(self, stream: Any) -> None:
-        try:
-            for chunk in stream:
-                self._feed(bytes(chunk))
-        except Exception:  # the sandbox is gone: what was read is kept
-            pass
-        if self._partial:
-            self._lines.append(self._partial.decode("utf-8", "replace"))
-            self._partial = b""
-
-    def _feed(self, chunk: bytes) -> None:
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        for line in lines:
-            self._lines.append(line.decode("utf-8", "replace").rstrip("\r"))
-
-    def text(self, wait: float = 0.0) -> str:
-        """The lines kept so far, waiting up to ``wait`` seconds for the stream's end."""
-        if wait > 0:
-            self._thread.join(wait)
-        return "\n".join(self._lines)
+    def stderr_tail(self) -> str:
+        """The last lines of the exec's stderr (waiting briefly for it to end)."""
+        return self._stderr.text(wait=0.5)
