@@ -132,8 +132,7 @@ class RunRecord:
                 parts = ", ".join(f"{c} ({n})" for c, n in sorted(by_capability.items()))
                 out.append(f"  skipped, capability not claimed: {parts}")
             if record.other_skips:
-                parts = ", ".join(f"{i}: {why}" for i, why in sorted(record.other_skips.items()))
-                out.append(f"  skipped at run time: {parts}")
+                out.append(f"  skipped at run time: {_by_reason(record.other_skips)}")
             out.append(f"  claimed: {', '.join(sorted(info.claimed)) or '-'}")
             out.append(f"  verified: {', '.join(record.verified()) or '-'}")
             failed = record.failed_claims()
@@ -146,3 +145,24 @@ class RunRecord:
             if untested:
                 out.append(f"  claimed, no standard test: {', '.join(untested)}")
         return out
+
+
+MAX_IDS_LISTED = 6
+"""Test ids named per skip reason in the summary; beyond it, only their number."""
+
+
+def _by_reason(skips: dict[str, str]) -> str:
+    """``LIF-007: why``, or ``why (CEL-010, LIF-006)`` for a reason several tests share,
+    or ``why (100 tests)`` for a reason most share (credentials missing, say)."""
+    ids_by_reason: dict[str, list[str]] = defaultdict(list)
+    for test_id, why in sorted(skips.items()):
+        ids_by_reason[why].append(test_id)
+    parts = []
+    for why, ids in sorted(ids_by_reason.items(), key=lambda item: item[1][0]):
+        if len(ids) == 1:
+            parts.append(f"{ids[0]}: {why}")
+        elif len(ids) <= MAX_IDS_LISTED:
+            parts.append(f"{why} ({', '.join(ids)})")
+        else:
+            parts.append(f"{why} ({len(ids)} tests)")
+    return "; ".join(parts)
