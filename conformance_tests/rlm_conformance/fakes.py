@@ -7,8 +7,10 @@ and every command it runs is a local process in namespaces of its own (Linux ``u
 
 * user and pid namespaces: it sees only its own processes, and killing the sandbox kills
   every process in it, however detached;
-* a mount namespace with ``/tmp`` and ``/home`` of its own (nothing of the host's there):
-  the files the SDK uploads land in them;
+* a mount namespace with a root file system of its own: read-only, holding only the
+  runtime (``/usr`` and the interpreter's prefix, read-only), a minimal ``/etc`` and
+  ``/dev``, its own ``/proc``, and writable ``/tmp`` and ``/home`` where the files the SDK
+  uploads land (nothing of the host's ``/etc``, ``/root``, ``/tmp`` or ``/home``);
 * a network namespace with no interface up when its network is off (as a provider's
   ``block_network`` does); the host's network otherwise;
 * an environment of its own (nothing inherited from the host) and an "image" whose
@@ -43,8 +45,7 @@ import typing_extensions
 _HOST_TMP = tempfile.gettempdir()  # as it was at import, before a test redirects tempfile
 
 SANDBOX_DIRS = ("/tmp", "/home")
-"""The sandbox paths a fake sandbox has of its own (others are the host's, read-only in
-spirit: do not write there)."""
+"""The writable paths of a fake sandbox (the rest of its file system is read-only)."""
 
 HOME = "/home/user"
 """The working directory and ``HOME`` of a fake sandbox's commands."""
@@ -75,6 +76,71 @@ def image_dir() -> str:
         script.write_text(f'#!/bin/sh\nPYTHONPATH={IMAGE}/site exec {python} -S "$@"\n')
         script.chmod(0o755)
     return str(base)
+
+
+def _runtime_dirs() -> list[str]:
+    """Host directories a sandbox sees read-only: ``/usr`` (and the top-level directories
+    that are not links into it) and the prefix of the image's interpreter."""
+    dirs = ["/usr"]
+    dirs += [f"/{top}" for top in ("bin", "sbin", "lib", "lib64") if not os.path.islink(f"/{top}")]
+    prefix = os.path.realpath(sys.base_prefix)
+    if not prefix.startswith("/usr/"):
+        dirs.append(prefix)
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+DEVICES = ("null", "zero", "random", "urandom")
+"""The device files a sandbox has (bound from the host's)."""
+
+
+@functools.cache
+def _chroot() -> str:
+    """The host's ``chroot`` (coreutils; in ``/usr/sbin``, often not on ``PATH``)."""
+    found = shutil.which("chroot", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise RuntimeError("a fake sandbox needs chroot (coreutils)")
+    return found
+
+
+def _enter_root(root: Path) -> str:
+    """A shell script, run as root of the sandbox's user and mount namespaces, that builds
+    the sandbox's own root file system under ``root/.fs`` and runs ``"$@"`` in it from
+    the directory ``$1``: a read-only tmpfs holding read-only binds of the runtime
+    (:func:`_runtime_dirs`), a minimal ``/etc`` and ``/dev``, its own ``/proc``, and the
+    sandbox's writable ``/tmp`` and ``/home`` (with the image at :data:`IMAGE`). Nothing
+    else of the host's files is there: not ``/etc``, ``/root`` or the host's ``/tmp``."""
+    q = shlex.quote
+    fs = f"{q(str(root))}/.fs"
+    lines = [
+        "set -e",
+        f"mkdir -p {fs} && mount -t tmpfs -o mode=0755 rootfs {fs}",
+        f"mkdir -p {fs}/tmp {fs}/home {fs}/proc {fs}/dev {fs}/etc",
+    ]
+    for top in ("bin", "sbin", "lib", "lib64"):
+        if os.path.islink(f"/{top}"):
+            lines.append(f"ln -s {q(os.readlink(f'/{top}'))} {fs}/{top}")
+    for folder in _runtime_dirs():
+        inside = f"{fs}{q(folder)}"
+        lines.append(
+            f"mkdir -p {inside} && mount --rbind {q(folder)} {inside} && "
+            f"mount -o remount,bind,ro {inside}"
+        )
+    lines += [
+        f"mount -t tmpfs -o mode=0755 dev {fs}/dev && mkdir {fs}/dev/shm",
+        *(f": > {fs}/dev/{d} && mount --bind /dev/{d} {fs}/dev/{d}" for d in DEVICES),
+        f"mount -t tmpfs -o mode=1777 shm {fs}/dev/shm",
+        f"echo 'root:x:0:0:root:{HOME}:/bin/sh' > {fs}/etc/passwd",
+        f"echo 'root:x:0:' > {fs}/etc/group",
+        f"echo '127.0.0.1 localhost' > {fs}/etc/hosts",
+        # The image first: its source may be under the host's /tmp, hidden next.
+        f"mount --bind {q(image_dir())} {q(str(root))}{IMAGE}",
+        f"mount --rbind {q(str(root))}/home {fs}/home",
+        f"mount --bind {q(str(root))}/tmp {fs}/tmp",
+        f"mount -t proc proc {fs}/proc",
+        f"mount -o remount,ro {fs}",
+        f'exec {q(_chroot())} {fs} /bin/sh -c \'cd "$0" && exec "$@"\' "$@"',
+    ]
+    return "\n".join(lines)
 
 
 class FakeSandbox:
@@ -145,18 +211,9 @@ class FakeSandbox:
         cwd: str = HOME,
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` in the sandbox with binary pipes for stdin, stdout and stderr."""
-        root = shlex.quote(str(self.root))
-        mounts = (  # the image first: its source may be under /tmp, covered next
-            f"mount --bind {shlex.quote(image_dir())} {root}{IMAGE} && "
-            f"mount --rbind {root}/home /home && mount --bind {root}/tmp /tmp && "
-            f'cd {shlex.quote(cwd)} && exec "$@"'
-        )
-        namespaces = ["--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--mount"]
-        if not self.network:
-            namespaces.append("--net")
         command = [
-            "unshare", *namespaces, "--kill-child=SIGKILL",
-            "sh", "-c", mounts, "sh", *argv,
+            "unshare", *self._namespaces(), "--kill-child=SIGKILL",
+            "sh", "-c", _enter_root(self.root), "sh", cwd, *argv,
         ]  # fmt: skip
         environment = {
             "PATH": f"{IMAGE}/bin:/usr/local/bin:/usr/bin:/bin",
@@ -177,6 +234,10 @@ class FakeSandbox:
             )
             self._processes.append(process)
         return process
+
+    def _namespaces(self) -> list[str]:
+        namespaces = ["--user", "--map-root-user", "--pid", "--fork", "--mount"]
+        return namespaces if self.network else [*namespaces, "--net"]
 
     def run(self, argv: Sequence[str], *, timeout: float = 60.0) -> tuple[int, bytes, bytes]:
         """Run ``argv`` to the end: ``(exit status, stdout, stderr)``."""

@@ -8,6 +8,13 @@ import pytest
 from e2b_fake import FakeE2B
 from e2b_fixtures import shared_fake_e2b  # noqa: F401  (a fixture)
 from rlm_conformance import EnvironmentSetup, EnvironmentTests
+from rlm_conformance.fixtures import EnvironmentFixtures
+from rlm_conformance.suite import (
+    BridgeSecurityTests,
+    CompletionTests,
+    ContextTests,
+    SubcallTests,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -19,6 +26,18 @@ class TestE2BOnFake(EnvironmentTests):
     @pytest.fixture
     def environment_setup(self, shared_fake_e2b: FakeE2B) -> EnvironmentSetup:  # noqa: F811
         return EnvironmentSetup("e2b", {"lease_interval": 5.0}, label="e2b (fake)")
+
+
+class TestE2BOnFakeTLS(
+    ContextTests, SubcallTests, BridgeSecurityTests, CompletionTests, EnvironmentFixtures
+):
+    """The groups that exercise the bridge's wire again, with its pinned TLS inside the
+    base64-framed relay: contexts up to 50 MiB, sub-calls, the token's checks, whole
+    completions."""
+
+    @pytest.fixture
+    def environment_setup(self, shared_fake_e2b: FakeE2B) -> EnvironmentSetup:  # noqa: F811
+        return EnvironmentSetup("e2b", {"lease_interval": 5.0, "tls": True}, label="e2b+tls (fake)")
 
 
 LIVE = bool(os.environ.get("E2B_API_KEY")) and not os.environ.get("E2B_API_URL")

@@ -6,6 +6,13 @@ import pytest
 from modal_fake import ModalFake
 from modal_fixtures import modal_fake  # noqa: F401
 from rlm_conformance import EnvironmentSetup, EnvironmentTests
+from rlm_conformance.fixtures import EnvironmentFixtures
+from rlm_conformance.suite import (
+    BridgeSecurityTests,
+    CompletionTests,
+    ContextTests,
+    SubcallTests,
+)
 
 
 class TestModalConformance(EnvironmentTests):
@@ -16,8 +23,11 @@ class TestModalConformance(EnvironmentTests):
         return EnvironmentSetup("modal", {"idle_timeout": 2})
 
 
-class TestModalConformanceTLS(EnvironmentTests):
-    """The suite again with the bridge's pinned TLS over the relay."""
+class TestModalConformanceTLS(
+    ContextTests, SubcallTests, BridgeSecurityTests, CompletionTests, EnvironmentFixtures
+):
+    """The groups that exercise the bridge's wire again, with its pinned TLS over the
+    relay: contexts up to 50 MiB, sub-calls, the token's checks, whole completions."""
 
     @pytest.fixture
     def environment_setup(self, modal_fake: ModalFake) -> EnvironmentSetup:  # noqa: F811
