@@ -40,14 +40,17 @@ import argparse
 import binascii
 import collections
 import contextlib
+import os
 import socket
 import statistics
 import struct
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from _common import emit, emit_info, make_text
@@ -72,10 +75,16 @@ class Variant:
     """``stdio``: each ``send`` returns one RTT after it was called."""
     handshake: bool = False
     """``dial``, ``reverse``: TCP's three-way handshake is modelled (session start only)."""
+    provider: str | None = None
+    """``modal`` or ``e2b``: that plugin's environment through its wire-level fake, with the
+    link between the unmodified SDK and the fake service (the relay rides the SDK's exec
+    calls, as on the real service)."""
 
     @property
     def label(self) -> str:
         """How the table names the carrier."""
+        if self.provider is not None:
+            return f"{self.provider} (fake), stdio ({self.framing}) over the SDK's exec"
         if self.carrier != "stdio":
             return self.carrier + (", TCP handshake modelled" if self.handshake else "")
         return f"stdio ({self.framing})" + (", blocking writes" if self.blocking else "")
@@ -96,6 +105,10 @@ VARIANTS: dict[str, Variant] = {
     "dial-tls-handshake": Variant("dial", tls=True, handshake=True),
     "reverse-handshake": Variant("reverse", handshake=True),
     "reverse-tls-handshake": Variant("reverse", tls=True, handshake=True),
+    "modal-fake": Variant("stdio", provider="modal"),
+    "modal-fake-tls": Variant("stdio", tls=True, provider="modal"),
+    "e2b-fake": Variant("stdio", "base64", provider="e2b"),
+    "e2b-fake-tls": Variant("stdio", "base64", tls=True, provider="e2b"),
 }
 """Every variant measured, by name (``--variant``)."""
 
@@ -701,6 +714,61 @@ def environment_class() -> type:
 _environment_class: type | None = None
 
 
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+
+
+class ProviderLink:
+    """A provider plugin's fake service behind a :class:`DelayProxy`: the SDK's settings
+    point at the proxy, so every call the SDK makes (create, upload, the exec's stdin
+    writes and stdout stream) crosses the link."""
+
+    def __init__(self, provider: str) -> None:
+        sys.path.insert(0, str(PLUGINS / f"rlm-{provider}" / "tests"))
+        if provider == "modal":
+            from modal_fake import ModalFake
+
+            self.fake: Any = ModalFake().start()
+        elif provider == "e2b":
+            from e2b_fake import FakeE2B
+
+            self.fake = FakeE2B().start()
+        else:
+            raise ValueError(f"no fake for {provider!r}")
+        self.provider = provider
+        environ = self.fake.environ()
+        url_key = "MODAL_SERVER_URL" if provider == "modal" else "E2B_API_URL"
+        target = urllib.parse.urlsplit(environ[url_key])
+        self.proxy = DelayProxy(
+            (target.hostname or "127.0.0.1", target.port or 80),
+            host_dials=True,
+            handshake=False,
+            trace=None,
+            tls=False,
+            framing="binary",
+            relay=False,
+        )
+        linked = f"{target.scheme}://{self.proxy.address[0]}:{self.proxy.address[1]}"
+        if provider == "modal":
+            self.fake.router_url = linked  # the exec's own connection crosses the link too
+        for key, value in environ.items():
+            os.environ[key] = linked if value == environ[url_key] else value
+
+    def environment(self, tls: bool) -> Any:
+        """A new environment of the provider, with pinned TLS or not."""
+        if self.provider == "modal":
+            from rlm_modal import ModalEnvironment
+
+            return ModalEnvironment(tls=tls, startup_timeout=120)
+        from rlm_e2b import E2BEnvironment
+
+        return E2BEnvironment(tls=tls, startup_timeout=120)
+
+    def close(self) -> None:
+        """Stop the proxy and the fake."""
+        self.proxy.close()
+        self.fake.stop()
+
+
 class InstantSubcalls:
     """The host side of sub-calls: answers at once."""
 
@@ -765,6 +833,7 @@ def measure(variant: str, reps: Reps, *, trace: bool = False) -> list[dict[str, 
     meta |= {"blocking": blocking, "tcp_handshake": handshake, "delay_ms": DELAY * 1e3}
     link = Link()
     payload = make_text(CONTEXT_MIB * MIB) if reps.loads else ""
+    provider = ProviderLink(spec.provider) if spec.provider else None
 
     def load(metric: str) -> None:
         begun = now()
@@ -774,13 +843,20 @@ def measure(variant: str, reps: Reps, *, trace: bool = False) -> list[dict[str, 
     try:
         for i in range(reps.starts + 1):  # the first start warms up imports: not counted
             last = i == reps.starts
-            link = Link(blocking, handshake, Trace(recording=True) if trace and last else None)
-            env = wan(carrier=carrier, framing=framing, tls=tls)
-            env.link = link
+            traced_here = trace and last and provider is None
+            link = Link(blocking, handshake, Trace(recording=True) if traced_here else None)
+            if provider is not None:
+                env = provider.environment(tls)
+            else:
+                env = wan(carrier=carrier, framing=framing, tls=tls)
+                env.link = link
             begun = now()
             env.start(Session(subcalls=InstantSubcalls()))
             done = now()
-            ready = env.launcher.ready_at
+            if provider is not None:  # until the SDK's exec call returned
+                ready = begun + sum(env.active_launcher.timings.values())
+            else:
+                ready = env.launcher.ready_at
             if ready is None:
                 raise RuntimeError("the agent's ready line was not seen")
             if i:
@@ -835,6 +911,8 @@ def measure(variant: str, reps: Reps, *, trace: bool = False) -> list[dict[str, 
             link.trace.done = True
         if env is not None:
             env.close()
+        if provider is not None:
+            provider.close()
     return finish(samples, meta, traced)
 
 
@@ -1025,6 +1103,14 @@ def notes() -> list[str]:
         f"that each `send` and each chunk of output is delivered {DELAY * 1e3:g} ms later, "
         'in order, without holding the sender; "blocking writes": `send` also returns '
         "only one RTT after it was called, as a provider's stdin write over its API does.",
+        "* **Cloud plugins through their fakes** (`modal`, `e2b`): the link sits between "
+        "the unmodified SDK and the plugin's wire-level fake (`MODAL_SERVER_URL`, "
+        "`E2B_API_URL`/`E2B_SANDBOX_URL` point at a `DelayProxy`), so each SDK call (app "
+        "lookup, image, create, upload, exec, every stdin write, the stdout stream) pays the "
+        "link as it would to the real service; the sandboxes are local isolated processes. "
+        "Their **agent's own start** column is until the SDK's exec call returned (create + "
+        "ship + exec, the launcher's `timings`), **beyond it** the rest: the agent's "
+        "interpreter start and the handshake over the relay.",
         "* **Agent's own start**: from `env.start` until the agent printed its ready line "
         "(`dial`, `reverse`: the launcher read it on the process's own stdout, undelayed, "
         "and returned; `stdio`: its chunk left the process, before the link's delay). "

@@ -4,4 +4,7 @@ The environment (:class:`rlm_e2b.environment.E2BEnvironment`) is registered unde
 entry-point name ``e2b``; importing this package does not import the ``e2b`` SDK.
 """
 
+from rlm_e2b.environment import E2BEnvironment
+
+__all__ = ["E2BEnvironment"]
 __version__ = "0.1.0"

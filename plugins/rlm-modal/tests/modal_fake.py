@@ -273,6 +273,9 @@ class ModalFake:
         self.max_stdin_write = 0
         """The most bytes one ``TaskExecStdinWrite`` carried."""
         self.url = ""
+        self.router_url: str | None = None
+        """The command router's URL given to the SDK (``None``: :attr:`url`); a proxy in
+        front of the fake sets its own, so the exec's traffic crosses it too."""
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -604,7 +607,9 @@ def _api_servicer(fake: ModalFake) -> Any:
         _check_token(stream)
         request = await stream.recv_message()
         record = await asyncio.to_thread(fake.create_sandbox, request)
-        access = api_pb2.CommandRouterAccess(url=fake.url, jwt=_jwt(record.task_id))
+        access = api_pb2.CommandRouterAccess(
+            url=fake.router_url or fake.url, jwt=_jwt(record.task_id)
+        )
         await stream.send_message(
             api_pb2.SandboxCreateV2Response(
                 sandbox_id=record.id,
@@ -620,7 +625,9 @@ def _api_servicer(fake: ModalFake) -> Any:
         def answer(request: api_pb2.SandboxGetCommandRouterAccessRequest) -> Any:
             record = fake._sandbox(request.sandbox_id) if request.sandbox_id else None
             task_id = record.task_id if record else request.task_id
-            return api_pb2.SandboxGetCommandRouterAccessResponse(url=fake.url, jwt=_jwt(task_id))
+            return api_pb2.SandboxGetCommandRouterAccessResponse(
+                url=fake.router_url or fake.url, jwt=_jwt(task_id)
+            )
 
         await _unary(stream, answer)
 
