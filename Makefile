@@ -19,9 +19,9 @@ MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject
 # Each member's import package (plugins/rlm-x/rlm_x, conformance_tests/rlm_conformance, and
 # the example plugin of the plugin-author guide).
 MEMBER_PACKAGES := $(filter-out %.egg-info,$(wildcard plugins/*/rlm_* conformance_tests/rlm_conformance docs/examples/*/rlm_*))
-LINTED := rlm_core tests bench proto $(wildcard plugins conformance_tests docs/examples)
+LINTED := rlm_core tests bench proto .ci $(wildcard plugins conformance_tests docs/examples)
 
-.PHONY: demo test lint typecheck pytest conformance proto check-proto chromium clean wheelhouse
+.PHONY: demo test lint typecheck pytest conformance proto check-proto chromium clean wheelhouse sdk-floor
 
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(MEMBERS))
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ conformance: $(STAMP)
 	$(BIN)/rlm conformance subprocess
 	$(BIN)/rlm conformance loopback --kwargs '{"carrier": "stdio", "framing": "base64", "tls": true}'
 
+## Each plugin's tests against the oldest SDK release its pyproject admits (`make test`
+## tests the newest): one venv per plugin under .venv-floor/.
+sdk-floor: $(STAMP)
+	$(BIN)/python .ci/sdk_floor.py
+
 ## Headless Chromium for the trajectory viewer's browser test: the Debian package, installed
 ## when missing and this is root with apt-get. Otherwise that test skips (fails under CI=true).
 chromium:
@@ -105,4 +110,4 @@ bench: $(STAMP) $(RLMS_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-floor .pytest_cache .mypy_cache .ruff_cache *.egg-info

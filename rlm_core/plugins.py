@@ -11,6 +11,7 @@ none. Model prices a plugin registers (``rlm_register_prices``) are collected wi
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import threading
@@ -68,8 +69,15 @@ class Registration:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """Capabilities an environment class declares (empty for backends)."""
+        """Capabilities an environment has with its default settings (a setting may add
+        one: a provider whose egress is off by default claims ``network_off``); the
+        class's own when it cannot be built without arguments (empty for backends).
+        Building an environment starts nothing."""
         caps: frozenset[str] = getattr(self.factory, "capabilities", frozenset())
+        if isinstance(self.factory, type):
+            # One that needs settings to be built is listed with its class's claims.
+            with contextlib.suppress(Exception):
+                caps = self.factory().capabilities
         return frozenset(caps)
 
 

@@ -331,3 +331,33 @@ def test_public_names_type_check_in_a_consumer(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def test_listed_capabilities_are_those_of_the_default_settings() -> None:
+    from rlm_core.environments.local import LocalEnvironment
+
+    class EgressOffByDefault(LocalEnvironment):
+        def __init__(self, block_network: bool = True, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            if block_network:
+                self.capabilities = type(self).capabilities | {"network_off"}
+
+    class NeedsAnArgument(LocalEnvironment):
+        capabilities = LocalEnvironment.capabilities | {"marker"}
+
+        def __init__(self, endpoint: str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def rlm_register_environments(register: Any) -> None:
+            register("egress-off", EgressOffByDefault)
+            register("needs-argument", NeedsAnArgument)
+
+    registry = PluginRegistry()
+    registry.register(Plugin())
+    rows = {r.name: r.capabilities for r in registry.environments()}
+    assert "network_off" in rows["egress-off"]
+    assert "network_off" not in EgressOffByDefault.capabilities
+    assert "marker" in rows["needs-argument"]  # cannot be built bare: the class's own
