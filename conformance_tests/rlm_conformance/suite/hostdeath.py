@@ -106,7 +106,9 @@ class HostDeathTests:
             settings.setdefault("heartbeat_timeout", 5.0)
             settings.setdefault("heartbeat_interval", 0.5)
         marker = "rlm-conformance-orphan-" + secrets.token_hex(6)
-        tmp = tempfile.mkdtemp(prefix="rlm-conformance-host-")
+        # A short TMPDIR of its own: what the killed host leaves there (its relay's socket
+        # directory, which a long TMPDIR would move to /tmp) goes with it below.
+        tmp = tempfile.mkdtemp(prefix="rlm-h-", dir="/tmp" if os.path.isdir("/tmp") else None)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         env["TMPDIR"] = tmp
         host = subprocess.Popen(
