@@ -378,26 +378,16 @@ class REPLNamespace:
         with capture_output() as (out, err):
             saved_streams = sys.stdin, sys.stdout, sys.stderr
             try:
-                try:
-                    compiled = compile(code, filename, "exec")
-                except UnicodeEncodeError:  # a lone surrogate: escaped, as on the wire
-                    code = text(code)
-                    compiled = compile(code, filename, "exec")
-                linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-                self.executing = True
-                try:
-                    exec(compiled, self.ns)
-                finally:
-                    self.executing = False
+                self.execute_source(code, filename)
             except BaseException as exc:
                 if reraise_interrupt and isinstance(exc, KeyboardInterrupt):
                     raise
-                with self._interruptible():  # an exception's __str__ is the cell's code too
+                with self.interruptible():  # an exception's __str__ is the cell's code too
                     error = _describe_exception(exc)
                     if isinstance(exc, SystemExit):
                         err.write(f"{error} (the cell called sys.exit; the REPL keeps running)\n")
                     else:
-                        err.write(_formatted(_cell_traceback, exc).rstrip("\n") + "\n")
+                        err.write(_formatted(self.format_exception, exc).rstrip("\n") + "\n")
             finally:
                 linecache.cache.pop(filename, None)
                 _undo_rebinding(saved_builtins, saved_streams)
@@ -422,12 +412,36 @@ class REPLNamespace:
             error=error,
         )
 
+    def execute_source(self, code: str, filename: str) -> None:
+        """Run one cell's source in :attr:`ns`, raising whatever the cell raised.
+
+        The step a subclass replaces to run cells another way (``rlm-ipython`` runs them
+        through an IPython shell); :meth:`run` does everything around it (output capture,
+        the error report, the answer, restoring the REPL names). The cell's own code must
+        run inside :meth:`interruptible`, so that a timeout interrupts only that.
+        ``filename`` names the cell in tracebacks: the default registers the source in
+        :mod:`linecache` under it (:meth:`run` removes it afterwards).
+        """
+        try:
+            compiled = compile(code, filename, "exec")
+        except UnicodeEncodeError:  # a lone surrogate: escaped, as on the wire
+            code = text(code)
+            compiled = compile(code, filename, "exec")
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        with self.interruptible():
+            exec(compiled, self.ns)
+
+    def format_exception(self, exc: BaseException) -> str:
+        """The traceback written to the cell's stderr for ``exc``, which the cell raised
+        (``SystemExit`` aside). The default shows the cell's frames, not rlm-core's."""
+        return _cell_traceback(exc)
+
     def _final_answer(self) -> tuple[str | None, str | None]:
         """``(answer text or None, None)``, or ``(None, problem)`` when the ``answer`` the
         cell left cannot be read (its ``__bool__`` or ``__str__`` raised, say)."""
         answer: Any = self.ns.get("answer")
         try:
-            with self._interruptible():  # reading it may run the cell's code
+            with self.interruptible():  # reading it may run the cell's code
                 if _is_dict(answer) and dict.get(answer, "ready"):
                     return str(dict.get(answer, "content", "")), None
             return None, None
@@ -440,7 +454,7 @@ class REPLNamespace:
         ``__repr__``, which is then shown as ``<T>``), and whether the values' own code
         may have run."""
         try:
-            with self._interruptible():
+            with self.interruptible():
                 return describe_locals(self.reported_variables())
         except KeyboardInterrupt:
             if reraise_interrupt:
@@ -448,8 +462,9 @@ class REPLNamespace:
             return {}, True
 
     @contextmanager
-    def _interruptible(self) -> Iterator[None]:
-        """Mark code that runs the cell's own objects (so a timeout may interrupt it)."""
+    def interruptible(self) -> Iterator[None]:
+        """Mark code that runs the cell's own code or objects: a timeout interrupts only
+        that (it sets :attr:`executing` for the duration)."""
         self.executing = True
         try:
             yield

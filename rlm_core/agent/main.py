@@ -15,6 +15,10 @@ ready line and frames; cell output goes to stderr), ``--dial HOST:PORT`` relays 
 TCP connection to the host's listener. Either serves on a private Unix socket unless
 ``--listen unix:...`` is given.
 
+``--repl MODULE:NAME`` (or ``RLM_AGENT_REPL``) runs cells in another namespace: a
+:class:`~rlm_core.repl.REPLNamespace` subclass that runs them its own way (the
+``rlm-ipython`` plugin's runs them through an IPython shell).
+
 ``--fork-server FD`` runs the fork server instead (see
 :mod:`rlm_core.agent.forkserver`): same-host launchers fork agents from it.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 
 
@@ -127,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run under a supervisor that ends the agent and everything it started when "
         "the process PPID (the launcher) dies (Linux); 0: the process that started the "
         "agent (a wrapper such as unshare)",
+    )
+    parser.add_argument(
+        "--repl",
+        default=os.environ.get("RLM_AGENT_REPL") or None,
+        metavar="MODULE:NAME",
+        help="run cells in the namespace this callable makes from the sub-call handler (a "
+        "subclass of rlm_core.repl.REPLNamespace, imported at start; default "
+        "$RLM_AGENT_REPL, else the plain namespace)",
     )
     parser.add_argument(
         "--fork-server",

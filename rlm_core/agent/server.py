@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -36,7 +36,7 @@ from rlm_core.agent import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
 from rlm_core.agent.auth import TokenInterceptor
 from rlm_core.repl import REPLNamespace
 from rlm_core.types import REPLResult, RLMChatCompletion, UsageSummary, locals_to_wire
-from rlm_core.vocabulary import ToolSpec
+from rlm_core.vocabulary import SubcallHandler, ToolSpec
 
 log = logging.getLogger("rlm_core.agent")
 
@@ -215,18 +215,46 @@ class _Cell:
     result: Any = None
 
 
+NamespaceFactory = Callable[[SubcallHandler], REPLNamespace]
+"""Makes the namespace cells run in, bound to the agent's sub-call handler."""
+
+
+def load_namespace_factory(spec: str | None) -> NamespaceFactory:
+    """The namespace factory named by ``spec`` (``"package.module:name"``, e.g. a
+    :class:`REPLNamespace` subclass that runs cells another way); :class:`REPLNamespace`
+    itself when ``spec`` is empty. The module is imported only here, so the agent needs
+    nothing beyond grpcio and protobuf unless it is asked for more. ``ValueError`` when
+    ``spec`` is malformed or names nothing importable."""
+    if not spec:
+        return REPLNamespace
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"--repl wants MODULE:NAME, not {spec!r}")
+    import importlib
+
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--repl {spec}: {type(exc).__name__}: {exc}") from exc
+    if not callable(factory):
+        raise ValueError(f"--repl {spec}: {type(factory).__name__} is not callable")
+    return cast(NamespaceFactory, factory)
+
+
 class AgentServicer(pb_grpc.AgentServicer):
-    """Implements the ``Agent`` service over one :class:`REPLNamespace`."""
+    """Implements the ``Agent`` service over one :class:`REPLNamespace` (or the namespace
+    ``namespace`` makes)."""
 
     def __init__(
         self,
         shutdown: Callable[[str], None],
         heartbeat_timeout: float,
         shared_dir: str | None = None,
+        namespace: NamespaceFactory = REPLNamespace,
     ) -> None:
         self.shared_dir = shared_dir
         self.link = HostLink()
-        self.repl = REPLNamespace(self.link)
+        self.repl = namespace(self.link)
         self._shutdown = shutdown
         self.heartbeat_timeout = heartbeat_timeout
         self.cells: queue.Queue[_Cell | None] = queue.Queue()
@@ -562,7 +590,12 @@ def serve(args: Any) -> int:
             stop.set()
             servicer.cells.put(None)
 
-    servicer = AgentServicer(shutdown, args.heartbeat_timeout, args.shared_dir)
+    try:
+        namespace = load_namespace_factory(getattr(args, "repl", None))
+        servicer = AgentServicer(shutdown, args.heartbeat_timeout, args.shared_dir, namespace)
+    except Exception as exc:  # a --repl that cannot be loaded or built
+        print(f"rlm-agent: cannot make the REPL namespace: {exc}", file=sys.stderr)
+        return 2
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
