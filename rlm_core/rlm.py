@@ -523,14 +523,6 @@ class RLM:
         self._environment_factory: Callable[..., Environment] = (
             get_registry().environment(environment).factory
         )
-        caps: frozenset[str] = getattr(self._environment_factory, "capabilities", frozenset())
-        if persistent and PERSISTENT not in caps:
-            raise ConfigurationError(
-                f"persistent=True is not supported by environment {environment!r} "
-                f"(it does not declare the {PERSISTENT!r} capability)"
-            )
-        if max_timeout is not None and TIMEOUT not in caps:
-            warnings.warn(_budget_between_cells(environment, max_timeout), RLMWarning, stacklevel=2)
         # Settings are checked now, not at the first completion: unknown names and types
         # against the environment's declaration, ranges by constructing it (not starting
         # it); that instance serves the first completion.
@@ -541,6 +533,17 @@ class RLM:
         self._setup_code: str | None = settings.pop(SETUP_CODE.name, None)
         self._environment_settings = settings
         self._unstarted_env: Environment | None = self._environment_factory(**settings)
+        # The capabilities of these settings (one may add a capability: a kernel in a
+        # process of its own can interrupt a cell; egress off claims network_off).
+        caps: frozenset[str] = getattr(self._unstarted_env, "capabilities", frozenset())
+        if persistent and PERSISTENT not in caps:
+            self._unstarted_env = None
+            raise ConfigurationError(
+                f"persistent=True is not supported by environment {environment!r} "
+                f"(it does not declare the {PERSISTENT!r} capability)"
+            )
+        if max_timeout is not None and TIMEOUT not in caps:
+            warnings.warn(_budget_between_cells(environment, max_timeout), RLMWarning, stacklevel=2)
 
         self._backends: _Backends | None = None
         self._owns_backends = True

@@ -78,11 +78,23 @@ class InterruptingEnvironment(PlainEnvironment):
         self.deadline_seconds = deadline_seconds
 
 
+class KernelEnvironment(PlainEnvironment):
+    """Gains ``timeout`` from a setting (a kernel in a process of its own)."""
+
+    name = "kernel-plugin"
+
+    def __init__(self, separate: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if separate:
+            self.capabilities = type(self).capabilities | {TIMEOUT}
+
+
 class Plugin:
     @hookimpl
     def rlm_register_environments(self, register: Any) -> None:
         register(PlainEnvironment.name, PlainEnvironment)
         register(InterruptingEnvironment.name, InterruptingEnvironment)
+        register(KernelEnvironment.name, KernelEnvironment)
 
 
 @pytest.fixture
@@ -202,3 +214,12 @@ def test_no_warning_when_the_budget_can_be_kept(
         rlm = make_rlm(environment=environment, max_timeout=max_timeout)
     rlm.close()
     assert _rlm_warnings(caught) == []
+
+
+def test_max_timeout_warns_by_the_capabilities_of_the_settings_given(plugin: None) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_rlm(environment="kernel-plugin", environment_kwargs={"separate": True}, max_timeout=2)
+    assert not [w for w in caught if issubclass(w.category, RLMWarning)]
+    with pytest.warns(RLMWarning, match="checked only between cells"):
+        make_rlm(environment="kernel-plugin", max_timeout=2)
