@@ -42,6 +42,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 """Modules registered in-process at start-up; they hold the built-in hookimpls."""
 
 PROVIDER_DISTRIBUTIONS: dict[str, str] = {
+    "ipython": "rlm-ipython",
+    "bwrap": "rlm-bwrap",
     "modal": "rlm-modal",
     "e2b": "rlm-e2b",
     "daytona": "rlm-daytona",
@@ -51,7 +53,7 @@ PROVIDER_DISTRIBUTIONS: dict[str, str] = {
 """Environment names of the known provider plugins and the distribution to install."""
 
 NOT_YET_BUILT: dict[str, dict[str, str]] = {
-    ENVIRONMENT_GROUP: {"ipython": "use 'subprocess' for a separate interpreter process"},
+    ENVIRONMENT_GROUP: {},
     BACKEND_GROUP: {},
 }
 """Names ``rlms`` has that rlm-core does not provide yet, with what to do instead."""
