@@ -21,7 +21,7 @@ MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject
 MEMBER_PACKAGES := $(filter-out %.egg-info,$(wildcard plugins/*/rlm_* conformance_tests/rlm_conformance docs/examples/*/rlm_*))
 LINTED := rlm_core tests bench proto .ci $(wildcard plugins conformance_tests docs/examples)
 
-.PHONY: demo test lint typecheck pytest conformance proto check-proto chromium clean wheelhouse sdk-floor
+.PHONY: demo test lint typecheck pytest conformance proto check-proto chromium bubblewrap podman clean wheelhouse sdk-floor
 
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(MEMBERS))
 	$(PYTHON) -m venv $(VENV)
@@ -61,15 +61,20 @@ typecheck: $(STAMP)
 	@set -e; for pkg in $(MEMBER_PACKAGES); do \
 		echo "mypy --strict $$pkg"; $(BIN)/mypy --strict $$pkg; done
 
-pytest: $(STAMP) chromium
+pytest: $(STAMP) chromium bubblewrap podman
 	$(BIN)/pytest -q
 
 ## The conformance suite on every environment that runs here, each run ending with its
 ## summary (tests run, skipped by capability, capabilities verified).
-conformance: $(STAMP)
+conformance: $(STAMP) bubblewrap
 	$(BIN)/rlm conformance local
 	$(BIN)/rlm conformance subprocess
 	$(BIN)/rlm conformance loopback --kwargs '{"carrier": "stdio", "framing": "base64", "tls": true}'
+	@if command -v bwrap >/dev/null 2>&1 || [ "$${CI:-}" = true ]; then \
+		$(BIN)/rlm conformance bwrap; \
+	else \
+		echo "bwrap is not installed: rlm conformance bwrap does not run here"; \
+	fi
 
 ## Each plugin's tests against the oldest SDK release its pyproject admits (`make test`
 ## tests the newest): one venv per plugin under .venv-floor/.
@@ -92,6 +97,44 @@ chromium:
 	else \
 		echo "chromium is missing and cannot be installed here (needs root and apt-get);" \
 			"the viewer's browser test will skip (and fail under CI=true)"; \
+	fi
+
+## Podman and runc for the rlm-docker tests: the Debian packages, installed when missing and
+## this is root with apt-get. The tests start podman's Docker-API service and build their
+## image themselves. Otherwise they skip (and fail under CI=true).
+podman:
+	@if command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing the Debian podman and runc packages for the rlm-docker tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y -qq podman runc >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && \
+		    apt-get install -y -qq podman runc >/dev/null 2>&1; }; } || \
+		echo "podman could not be installed; the rlm-docker tests will skip" \
+			"(and fail under CI=true)"; \
+	else \
+		echo "podman is missing and cannot be installed here (needs root and apt-get);" \
+			"the rlm-docker tests will skip (and fail under CI=true)"; \
+	fi
+
+## bubblewrap for the bwrap environment's tests and its conformance run: the Debian package,
+## installed when missing and this is root with apt-get. Otherwise those tests skip (and
+## fail under CI=true).
+bubblewrap:
+	@if command -v bwrap >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing the Debian bubblewrap package for the bwrap environment"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && \
+		    apt-get install -y -qq bubblewrap >/dev/null 2>&1; }; } || \
+		echo "bubblewrap could not be installed; the bwrap tests will skip" \
+			"(and fail under CI=true)"; \
+	else \
+		echo "bubblewrap is missing and cannot be installed here (needs root and apt-get);" \
+			"the bwrap tests will skip (and fail under CI=true)"; \
 	fi
 
 ## Benchmark rlm-core against rlms 0.1.3 side by side (writes bench/results/latest.md).

@@ -24,6 +24,8 @@ SEPARATE_PROCESS = "separate_process"  # cells run outside the host's process: a
 # crashes its interpreter or closes fds 0/1/2 harms only its sandbox (a typed error), and
 # every process a cell starts ends when the environment closes
 MEMORY_LIMIT = "memory_limit"  # a cell that allocates past a set limit fails in its sandbox
+DISK_LIMIT = "disk_limit"  # what cells write to their writable directories is bounded by the
+# ``disk_limit_mb`` setting: past it a write fails in the sandbox, never the host's disk
 
 RESERVED_NAMES: frozenset[str] = frozenset(
     {

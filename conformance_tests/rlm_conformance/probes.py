@@ -81,6 +81,25 @@ def with_marker(marker: str) -> list[Identity]:
     return found
 
 
+def host_identity(process: Identity) -> Identity:
+    """``process`` as this machine sees it. A process in a PID namespace of its own (a
+    sandbox's) knows itself by its pid there; this finds the process whose innermost pid
+    (``NSpid`` in ``/proc/PID/status``) and start time match. ``process`` as it is when it
+    is this machine's already, or when no process matches (a sandbox on another machine)."""
+    if running(process):
+        return process
+    pid, start = process
+    for candidate in _pids():
+        try:
+            with open(f"/proc/{candidate}/status", encoding="utf-8") as f:
+                nspids = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+        except OSError:
+            continue
+        if len(nspids) > 1 and nspids[-1] == str(pid) and identity(candidate) == (candidate, start):
+            return candidate, start
+    return process
+
+
 def describe(process: Identity) -> str:
     """``pid 123 (python -c ...)`` for messages."""
     return f"pid {process[0]} ({_cmdline(process[0])[:120].strip() or '?'})"
@@ -280,3 +299,46 @@ def host_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         with contextlib.suppress(OSError):
             os.killpg(process.pid, 9)
         process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def host_private_file() -> Iterator[HostFile]:
+    """A file only its owner may read (mode 0600; owned by root when the suite runs as
+    root) in a fresh world-searchable host directory, removed afterwards."""
+    folder = tempfile.mkdtemp(prefix="rlm-conformance-private-")
+    secret = "host-private-" + secrets.token_hex(8)
+    path = os.path.join(folder, "private.txt")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+        f.write(secret + "\n")
+    os.chmod(folder, 0o755)
+    try:
+        yield HostFile(path, secret)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+FileIdentity = tuple[int, int, int]
+"""A file as ``(device, inode, modification time in ns)``: the same triple means the
+same file, a copy (another machine's, another image's) has another."""
+
+
+def file_identity(path: str) -> FileIdentity | None:
+    """The identity of the host's file at ``path`` (``None`` when there is none)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino, found.st_mtime_ns
+
+
+def remove_planted(paths: Iterable[str], marker: str) -> list[str]:
+    """Remove the host files among ``paths`` that hold ``marker`` (what a sandbox wrote
+    where it must not); return them."""
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if marker in Path(path).read_text(encoding="utf-8", errors="replace"):
+                found.append(path)
+                os.remove(path)
+    return found

@@ -24,6 +24,7 @@ from rlm_core.exceptions import ConfigurationError
 from rlm_core.types import Messages, REPLResult, check_context
 from rlm_core.vocabulary import (
     COMPACTION,
+    DISK_LIMIT,
     FILES,
     ISOLATED,
     MEMORY_LIMIT,
@@ -41,6 +42,7 @@ from rlm_core.vocabulary import (
 __all__ = [  # the environment contract, capability names included
     "CAPABILITY_NOTES",
     "COMPACTION",
+    "DISK_LIMIT",
     "FILES",
     "ISOLATED",
     "MEMORY_LIMIT",

@@ -14,6 +14,7 @@ from rlm_conformance.suite.answers import AnswerTests
 from rlm_conformance.suite.cells import CellTests
 from rlm_conformance.suite.completions import CompletionTests
 from rlm_conformance.suite.contexts import ContextTests
+from rlm_conformance.suite.escapes import EscapeTests
 from rlm_conformance.suite.hostdeath import HostDeathTests
 from rlm_conformance.suite.isolation import IsolationTests
 from rlm_conformance.suite.lifecycle import LifecycleTests
@@ -77,6 +78,7 @@ class EnvironmentTests(
     ReplNameTests,
     SubcallTests,
     IsolationTests,
+    EscapeTests,
     BridgeSecurityTests,
     AnswerTests,
     CompletionTests,
@@ -107,6 +109,7 @@ __all__ = [
     "CompletionTests",
     "ContextTests",
     "EnvironmentTests",
+    "EscapeTests",
     "HostDeathTests",
     "IsolationTests",
     "LifecycleTests",

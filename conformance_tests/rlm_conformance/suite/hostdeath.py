@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from rlm_conformance.cases import case
-from rlm_conformance.probes import Identity, describe, kill, running, wait_gone
+from rlm_conformance.probes import Identity, describe, host_identity, kill, running, wait_gone
 from rlm_conformance.setup import EnvironmentSetup
 from rlm_core.environments.base import SEPARATE_PROCESS
 
@@ -128,7 +128,7 @@ class HostDeathTests:
             line = read_line(host, 120)
             try:
                 said = json.loads(line)
-                watched = [(p, s) for p, s in said["processes"]]
+                watched = [host_identity((p, s)) for p, s in said["processes"]]
             except (ValueError, TypeError, KeyError):
                 pytest.fail(f"the host program's cell failed: {line}")
             visible = all(running(p) for p in watched)

@@ -11,7 +11,15 @@ import pytest
 from rlm_conformance.cases import case
 from rlm_conformance.doubles import RecordingSubcalls
 from rlm_conformance.fixtures import StartEnv
-from rlm_conformance.probes import Identity, TempDirWatch, describe, kill, running, wait_gone
+from rlm_conformance.probes import (
+    Identity,
+    TempDirWatch,
+    describe,
+    host_identity,
+    kill,
+    running,
+    wait_gone,
+)
 from rlm_conformance.setup import AGENT, EnvironmentSetup
 from rlm_conformance.suite.helpers import PROCESS_OF_CELL, ok
 from rlm_core.environments.agent import AgentEnvironment
@@ -26,7 +34,7 @@ def cell_process(env: Environment) -> Identity:
     """The process running ``env``'s cells, as seen from this machine (skips the test
     when the sandbox's processes are not visible here: a sandbox on another machine)."""
     pid, start = json.loads(ok(env, PROCESS_OF_CELL))
-    process: Identity = (pid, start)
+    process = host_identity((pid, start))
     if not running(process):
         pytest.skip("the sandbox's processes are not visible from this machine")
     return process
