@@ -71,7 +71,7 @@ def run(plugin: Path) -> int:
         venv.create(home, with_pip=True)
     pip = [str(python), "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    editable = [str(ROOT), str(ROOT / "conformance_tests"), f"{plugin}[test]"]
+    editable = [f"{ROOT}[tls]", str(ROOT / "conformance_tests"), f"{plugin}[test]"]
     subprocess.run([*pip, *(f"-e{path}" for path in editable), *pins], check=True)
     installed = subprocess.run(
         [str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True

@@ -132,6 +132,8 @@ def _enter_root(root: Path) -> str:
         f"echo 'root:x:0:0:root:{HOME}:/bin/sh' > {fs}/etc/passwd",
         f"echo 'root:x:0:' > {fs}/etc/group",
         f"echo '127.0.0.1 localhost' > {fs}/etc/hosts",
+        # As on a Debian image: a login shell starts from the system's PATH.
+        f"echo 'export PATH=/usr/local/bin:/usr/bin:/bin' > {fs}/etc/profile",
         # The image first: its source may be under the host's /tmp, hidden next.
         f"mount --bind {q(image_dir())} {q(str(root))}{IMAGE}",
         f"mount --rbind {q(str(root))}/home {fs}/home",
