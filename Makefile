@@ -81,61 +81,38 @@ conformance: $(STAMP) bubblewrap
 sdk-floor: $(STAMP)
 	$(BIN)/python .ci/sdk_floor.py
 
-## Headless Chromium for the trajectory viewer's browser test: the Debian package, installed
-## when missing and this is root with apt-get. Otherwise that test skips (fails under CI=true).
+# $(call debian-packages,COMMANDS,PACKAGES,WHAT): install the Debian PACKAGES when one of
+# COMMANDS is missing and this is root with apt-get; otherwise say that WHAT will skip (the
+# tests fail instead under CI=true).
+define debian-packages
+	@missing=; for c in $(1); do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	if [ -z "$$missing" ]; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing the Debian packages $(2) for $(3)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && \
+		    apt-get install -y -qq $(2) >/dev/null 2>&1; }; } || \
+		echo "$(2) could not be installed; $(3) will skip (and fail under CI=true)"; \
+	else \
+		echo "$(2) missing and cannot be installed here (needs root and apt-get);" \
+			"$(3) will skip (and fail under CI=true)"; \
+	fi
+endef
+
+## Headless Chromium for the trajectory viewer's browser test.
 chromium:
-	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then \
-		exit 0; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing the Debian chromium package for the viewer's browser test"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		{ apt-get install -y -qq chromium >/dev/null 2>&1 || \
-		  { apt-get update -qq >/dev/null 2>&1 && \
-		    apt-get install -y -qq chromium >/dev/null 2>&1; }; } || \
-		echo "chromium could not be installed; the viewer's browser test will skip" \
-			"(and fail under CI=true)"; \
-	else \
-		echo "chromium is missing and cannot be installed here (needs root and apt-get);" \
-			"the viewer's browser test will skip (and fail under CI=true)"; \
-	fi
+	$(call debian-packages,chromium,chromium,the viewer's browser test)
 
-## Podman and runc for the rlm-docker tests: the Debian packages, installed when missing and
-## this is root with apt-get. The tests start podman's Docker-API service and build their
-## image themselves. Otherwise they skip (and fail under CI=true).
+## Podman and runc for the rlm-docker tests (they start podman's Docker-API service and
+## build their image themselves).
 podman:
-	@if command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1; then \
-		exit 0; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing the Debian podman and runc packages for the rlm-docker tests"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		{ apt-get install -y -qq podman runc >/dev/null 2>&1 || \
-		  { apt-get update -qq >/dev/null 2>&1 && \
-		    apt-get install -y -qq podman runc >/dev/null 2>&1; }; } || \
-		echo "podman could not be installed; the rlm-docker tests will skip" \
-			"(and fail under CI=true)"; \
-	else \
-		echo "podman is missing and cannot be installed here (needs root and apt-get);" \
-			"the rlm-docker tests will skip (and fail under CI=true)"; \
-	fi
+	$(call debian-packages,podman runc,podman runc,the rlm-docker tests)
 
-## bubblewrap for the bwrap environment's tests and its conformance run: the Debian package,
-## installed when missing and this is root with apt-get. Otherwise those tests skip (and
-## fail under CI=true).
+## bubblewrap for the bwrap environment's tests and its conformance run.
 bubblewrap:
-	@if command -v bwrap >/dev/null 2>&1; then \
-		exit 0; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing the Debian bubblewrap package for the bwrap environment"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		{ apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
-		  { apt-get update -qq >/dev/null 2>&1 && \
-		    apt-get install -y -qq bubblewrap >/dev/null 2>&1; }; } || \
-		echo "bubblewrap could not be installed; the bwrap tests will skip" \
-			"(and fail under CI=true)"; \
-	else \
-		echo "bubblewrap is missing and cannot be installed here (needs root and apt-get);" \
-			"the bwrap tests will skip (and fail under CI=true)"; \
-	fi
+	$(call debian-packages,bwrap,bubblewrap,the bwrap tests)
 
 ## Benchmark rlm-core against rlms 0.1.3 side by side (writes bench/results/latest.md).
 ## `make bench BENCH_ARGS="--only 2 --quick"` re-measures one workload fast.
