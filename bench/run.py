@@ -11,7 +11,9 @@ the performance targets) to stdout and to ``bench/results/latest.md``.
     .venv/bin/python bench/run.py --only wan --out bench/results/partial.md   # the WAN section
 
 Workload 9 (``wan``, rlm-core only) is :mod:`wan`: the bridge over every carrier through a
-link that delays each byte 25 ms each way; it has its own section and table.
+link that delays each byte 25 ms each way; it has its own section and table. Workload 10
+(``envs``, rlm-core only) is :mod:`environments`: start, stop and per-cell cost of each
+local environment (``local``, ``subprocess``, ``bwrap``, ``docker``, ``ipython``).
 
 Nothing here talks to anything but 127.0.0.1: the stand-in LMs run in the worker
 processes, and the one HTTP model (for latency) is :mod:`lm_server`, started by this driver.
@@ -35,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import environments
 import wan
 from _common import FIXED_BACKENDS, SAMPLE_PREFIX
 from lm_server import LMServer
@@ -58,6 +61,7 @@ NUMBERS: dict[str, str] = {
     "fanout": "7",
     "eval": "8",
     "wan": "9",
+    "envs": "10",
 }
 """Worker workload name -> workload number of the table (9: its own section)."""
 
@@ -169,6 +173,9 @@ def plan(quick: bool, lm_url: str, answer_url: str) -> list[Job]:
     # 9. the bridge over a 50 ms RTT link, every carrier (rlm-core only; bench/wan.py)
     for variant in wan.VARIANTS:
         jobs.append(Job("ours", "wan", variant, ("--emit", "--trace", *(("--quick",) * quick))))
+    # 10. start and per-cell cost of each local environment (rlm-core only)
+    for variant in environments.KINDS:
+        jobs.append(Job("ours", "envs", variant, ("--emit", *(("--quick",) * quick))))
     return jobs
 
 
@@ -179,7 +186,7 @@ def select(jobs: list[Job], only: list[str]) -> list[Job]:
     wanted = {w.strip() for item in only for w in item.split(",") if w.strip()}
     unknown = wanted - set(NUMBERS) - set(NUMBERS.values())
     if unknown:
-        raise SystemExit(f"unknown workload(s) {sorted(unknown)}: use 1-9 or {sorted(NUMBERS)}")
+        raise SystemExit(f"unknown workload(s) {sorted(unknown)}: use 1-10 or {sorted(NUMBERS)}")
     return [j for j in jobs if j.workload in wanted or NUMBERS[j.workload] in wanted]
 
 
@@ -253,6 +260,8 @@ def run_job(
     script = BENCH / ("workloads_ours.py" if job.system == "ours" else "workloads_rlms.py")
     if job.workload == "wan":
         script = BENCH / "wan.py"
+    elif job.workload == "envs":
+        script = BENCH / "environments.py"
     command = [str(pythons[job.system]), str(script), job.workload, "--variant", job.variant]
     process = subprocess.Popen(
         [*profiler_prefix(job, profile_dir), *command, *job.args],
@@ -832,6 +841,14 @@ def render(rows: list[Row], out: Outcome, *, quick: bool, elapsed: float, only: 
     if wan_records:
         parts += ["", "## WAN: the bridge over a 50 ms RTT link (workload 9)", ""]
         parts.append(wan.render(wan_records, fold=True))
+    env_records = [
+        {"name": r.name, "unit": r.unit, "values": r.values, **r.meta}
+        for r in out.records
+        if r.name in ("env", "env-unavailable")
+    ]
+    if env_records:
+        parts += ["", "## Local environments: start and per-cell cost (workload 10)", ""]
+        parts += [environments.METHOD, "", environments.render(env_records)]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -846,8 +863,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME",
-        help="run only this workload: 1-9 or subcall, batched, context, cell, e2e, bridge, "
-        "fixed, fixed-openai, fanout, eval, wan (repeatable, or comma-separated)",
+        help="run only this workload: 1-10 or subcall, batched, context, cell, e2e, bridge, "
+        "fixed, fixed-openai, fanout, eval, wan, envs (repeatable, or comma-separated)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(
