@@ -61,8 +61,9 @@ typecheck: $(STAMP)
 	@set -e; for pkg in $(MEMBER_PACKAGES); do \
 		echo "mypy --strict $$pkg"; $(BIN)/mypy --strict $$pkg; done
 
+## The tests, in one worker process per core (pytest-xdist).
 pytest: $(STAMP) chromium bubblewrap podman
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 ## The conformance suite on every environment that runs here, each run ending with its
 ## summary (tests run, skipped by capability, capabilities verified).

@@ -76,6 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", f"{MARKER}(id, title, requires): a standard rlm-conformance test"
     )
     config.stash[RUN_KEY] = RunRecord()
+    if not hasattr(config, "workerinput"):  # a pytest-xdist worker's reports go upstream
+        config.pluginmanager.register(_Recorder(config.stash[RUN_KEY]), "rlm-conformance-record")
     setup = selected_setup(config)
     if setup is not None:
         config.stash[SELECTED_KEY] = setup
@@ -128,35 +130,63 @@ def _outcome(report: pytest.TestReport) -> str | None:
     return "passed" if report.when == "call" else None
 
 
+REPORT_PROPERTY = "rlm_conformance"
+"""The ``user_properties`` entry a standard test's report carries for the summary (plain
+data, so pytest-xdist carries it from its workers to the process that prints)."""
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Record each standard test's outcome for the summary."""
+    """Put what the summary needs of a standard test on its report."""
     report = yield
     found = standard_case(item)
     if found is None:
-        return report
-    outcome = _outcome(report)
-    if outcome is None:
         return report
     info = item.stash.get(SETUP_KEY, None)
     if info is None:  # the setup fixture itself failed
         cls = getattr(item, "cls", None)
         label = cls.__name__ if cls is not None else item.nodeid
         info = SetupInfo(label, "?", "?", frozenset())
-    reason = None
-    if report.skipped and isinstance(report.longrepr, tuple):
-        reason = str(report.longrepr[2]).removeprefix("Skipped: ")
-    item.config.stash[RUN_KEY].add(
-        info,
-        found.id,
-        found.requires,
-        outcome,
-        item.stash.get(SKIPPED_FOR_KEY, None),
-        reason,
-    )
+    facts = {
+        "setup": [info.label, info.distribution, info.version, sorted(info.claimed)],
+        "id": found.id,
+        "requires": list(found.requires),
+        "skipped_for": item.stash.get(SKIPPED_FOR_KEY, None),
+    }
+    report.user_properties.append((REPORT_PROPERTY, facts))
     return report
+
+
+class _Recorder:
+    """Records standard tests' outcomes from their reports, in the process that prints the
+    summary (with pytest-xdist, the controller, which gets every worker's reports)."""
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Record the outcome a standard test's report carries."""
+        found = next((v for k, v in report.user_properties if k == REPORT_PROPERTY), None)
+        if not isinstance(found, dict):
+            return
+        facts: dict[str, Any] = found
+        outcome = _outcome(report)
+        if outcome is None:
+            return
+        label, distribution, version, claimed = facts["setup"]
+        reason = None
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        self.record.add(
+            SetupInfo(label, distribution, version, frozenset(claimed)),
+            facts["id"],
+            tuple(facts["requires"]),
+            outcome,
+            facts["skipped_for"],
+            reason,
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

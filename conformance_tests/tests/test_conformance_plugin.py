@@ -118,6 +118,22 @@ def test_subclass_runs_the_suite(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["environment: local", "  verified: -"])
 
 
+def test_the_summary_counts_every_worker_under_xdist(pytester: pytest.Pytester) -> None:
+    subclass(pytester)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "-k", "CTX-00 or REP-006 or ISO-001"
+    )  # fmt: skip
+    result.assert_outcomes(passed=10, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= rlm-conformance =*",
+            "environment: local",
+            "  tests: 11 selected, 10 ran, 10 passed, 0 failed, 1 skipped",
+            "  skipped, capability not claimed: isolated (1)",
+        ]
+    )
+
+
 def test_subclass_without_a_setup_fails_clearly(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_provider="from rlm_conformance import EnvironmentTests\n"

@@ -43,6 +43,7 @@ class ContainerSpec:
     memory_limit_mb: int | None = None
     cpus: float | None = None
     pids_limit: int | None = 512
+    disk_limit_mb: int | None = 256
     user: str | None = None
     tag: str | None = None
     run_args: Sequence[str] = field(default_factory=tuple)
@@ -66,6 +67,14 @@ class ContainerSpec:
             options += ["--pids-limit", str(self.pids_limit)]
         return options
 
+    def file_system(self) -> list[str]:
+        """With a disk limit: a read-only root and a size-bounded ``/tmp`` (a tmpfs), the
+        working and home directory; what cells write cannot fill the engine's disk."""
+        if self.disk_limit_mb is None:
+            return []
+        tmpfs = f"{BUNDLE_DIR}:rw,exec,size={self.disk_limit_mb}m,mode=1777"
+        return ["--read-only", "--tmpfs", tmpfs, "--workdir", BUNDLE_DIR, "--env", "HOME=/tmp"]
+
     def agent_argv(self, request: LaunchRequest, bundle: AgentBundle) -> list[str]:
         """The agent's command line in the container (``stdio`` carrier, binary framing)."""
         extra = []
@@ -83,6 +92,7 @@ class ContainerSpec:
         for key, value in self.labels(request).items():
             argv += ["--label", f"{key}={value}"]
         argv += self.limits()
+        argv += self.file_system()
         if self.user is not None:
             argv += ["--user", self.user]
         argv += [*self.run_args, "--entrypoint", self.python, self.image]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from rlm_core.environments.agent import AgentEnvironment
-from rlm_core.environments.base import ISOLATED, MEMORY_LIMIT, NETWORK_OFF, Session
+from rlm_core.environments.base import DISK_LIMIT, ISOLATED, MEMORY_LIMIT, NETWORK_OFF, Session
 from rlm_core.environments.launcher import Launcher
 from rlm_docker.command import ContainerSpec
 from rlm_docker.engine import engine_name, engine_path, ensure_image
@@ -32,6 +32,10 @@ class DockerEnvironment(AgentEnvironment):
     * ``cpus``: CPUs the container may use (``--cpus``).
     * ``pids_limit`` (default 512): processes the container may hold (``None``: the
       engine's default).
+    * ``disk_limit_mb`` (default 256): the container's root file system is read-only and
+      its ``/tmp`` (home and working directory) a tmpfs of this size, so filling it fails
+      in the container (claims ``disk_limit``); ``None``: a writable root in the engine's
+      storage, unbounded.
     * ``pull``: ``"missing"`` (default: pull an image that is not on the engine),
       ``"never"`` or ``"always"``.
     * ``python`` (default ``python3``): the interpreter in the image.
@@ -52,6 +56,7 @@ class DockerEnvironment(AgentEnvironment):
         memory_limit_mb: int | None = None,
         cpus: float | None = None,
         pids_limit: int | None = 512,
+        disk_limit_mb: int | None = 256,
         pull: Literal["missing", "never", "always"] = "missing",
         python: str = "python3",
         user: str | None = None,
@@ -63,6 +68,7 @@ class DockerEnvironment(AgentEnvironment):
         self.check_range("memory_limit_mb", memory_limit_mb, at_least=16)
         self.check_range("cpus", cpus, above=0)
         self.check_range("pids_limit", pids_limit, at_least=16)
+        self.check_range("disk_limit_mb", disk_limit_mb, at_least=1, hint="None means no limit")
         self.engine = engine
         self.pull = pull
         self.spec = ContainerSpec(
@@ -72,12 +78,15 @@ class DockerEnvironment(AgentEnvironment):
             memory_limit_mb=memory_limit_mb,
             cpus=cpus,
             pids_limit=pids_limit,
+            disk_limit_mb=disk_limit_mb,
             user=user,
             tag=tag,
             run_args=tuple(run_args or ()),
         )
         if network == "none":
-            self.capabilities = type(self).capabilities | {NETWORK_OFF}
+            self.capabilities = self.capabilities | {NETWORK_OFF}
+        if disk_limit_mb is not None:
+            self.capabilities = self.capabilities | {DISK_LIMIT}
 
     @property
     def image(self) -> str:

@@ -20,6 +20,11 @@ from docker_engine import Engine, build_image, start_engine, unavailable
 LEAK_BOUND = 30.0
 """Seconds a test's containers may take to be gone after it."""
 
+PROCESS_TAG = f"rlm-docker-tests-{os.getpid()}"
+"""The ``tag`` setting of the containers this test process starts (and the hosts it
+starts), so its leak check counts only its own when several test processes share the
+engine's storage (pytest-xdist)."""
+
 
 @dataclass(frozen=True)
 class EngineUnderTest:
@@ -29,8 +34,9 @@ class EngineUnderTest:
     image: str
 
     def settings(self, **more: object) -> dict[str, object]:
-        """Environment settings that run the test image (never pulled)."""
-        return {"image": self.image, "pull": "never", **more}
+        """Environment settings that run the test image (never pulled), tagged with
+        :data:`PROCESS_TAG` unless ``more`` gives a tag."""
+        return {"image": self.image, "pull": "never", "tag": PROCESS_TAG, **more}
 
 
 _engine: EngineUnderTest | None = None
@@ -71,19 +77,21 @@ def containers(label: str = "rlm-core") -> list[str]:
 @pytest.fixture
 def docker_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[EngineUnderTest]:
     """The engine (``DOCKER_HOST`` and ``CONTAINERS_CONF`` set for the test and the host
-    processes it starts). After the test, every container it started must be gone within
-    :data:`LEAK_BOUND`; the test fails otherwise (and the containers are removed)."""
+    processes it starts). After the test, every container it started with
+    :meth:`EngineUnderTest.settings` must be gone within :data:`LEAK_BOUND`; the test fails
+    otherwise (and the containers are removed)."""
     prepared = _prepare()
     for name, value in prepared.engine.environ.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("RLM_DOCKER_ENGINE", raising=False)
-    before = set(containers())
+    ours = f"rlm-tag={PROCESS_TAG}"
+    before = set(containers(ours))
     yield prepared
     deadline = time.monotonic() + LEAK_BOUND
-    left = sorted(set(containers()) - before)
+    left = sorted(set(containers(ours)) - before)
     while left and time.monotonic() < deadline:
         time.sleep(0.5)
-        left = sorted(set(containers()) - before)
+        left = sorted(set(containers(ours)) - before)
     if left:
         subprocess.run(["podman", "rm", "--force", *left], capture_output=True)
     assert not left, f"containers still there {LEAK_BOUND:g}s after the test: {left}"

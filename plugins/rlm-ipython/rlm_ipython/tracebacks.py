@@ -20,18 +20,33 @@ _HIDDEN_DIRS = tuple(
 """Frames from these packages are not the cell's: tracebacks leave them out."""
 
 
-def cell_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+MAX_FRAMES = 60
+"""Frames of a cell's traceback that IPython formats: the first and last half of them
+when there are more (a deep recursion has about a thousand, and IPython's formatter spends
+long on each frame, more so in a process that has imported many modules)."""
+
+
+def cell_frames(
+    tb: types.TracebackType | None, limit: int = MAX_FRAMES
+) -> tuple[types.TracebackType | None, int]:
     """``tb`` without the frames of IPython, rlm-core and this package (the machinery
-    around a cell, an interrupt's signal handler): the model sees its own code."""
+    around a cell, an interrupt's signal handler), so the model sees its own code; and of
+    more than ``limit`` frames, only the first and last ``limit // 2``. Returns the new
+    traceback and how many frames were left out of its middle."""
     kept: list[types.TracebackType] = []
     while tb is not None:
         if not tb.tb_frame.f_code.co_filename.startswith(_HIDDEN_DIRS):
             kept.append(tb)
         tb = tb.tb_next
+    left_out = 0
+    if len(kept) > limit:
+        half = limit // 2
+        left_out = len(kept) - 2 * half
+        kept = kept[:half] + kept[-half:]
     chain = None
     for entry in reversed(kept):
         chain = types.TracebackType(chain, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
-    return chain
+    return chain, left_out
 
 
 def show_cell_traceback(
@@ -39,6 +54,9 @@ def show_cell_traceback(
 ) -> Any:
     """Show (keep) IPython's traceback of what a cell raised, without the machinery's
     frames: the shell's handler of every exception but ``SystemExit``."""
-    stb = shell.InteractiveTB.structured_traceback(etype, value, cell_frames(tb), tb_offset=0)
+    frames, left_out = cell_frames(tb)
+    stb = shell.InteractiveTB.structured_traceback(etype, value, frames, tb_offset=0)
+    if left_out:
+        stb = [*stb[:-1], f"... {left_out} frames in the middle left out ...", *stb[-1:]]
     shell._showtraceback(etype, value, stb)
     return stb

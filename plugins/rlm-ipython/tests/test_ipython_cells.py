@@ -104,3 +104,11 @@ def test_repl_names_work(env: Environment) -> None:
 def test_get_ipython_is_the_cells_own_shell(env: Environment) -> None:
     env.execute("get_ipython().user_ns['marker'] = 5")
     assert env.get_variable("marker") == 5
+
+
+def test_a_deep_recursion_shows_its_first_and_last_frames(env: Environment) -> None:
+    result = env.execute("def down(n):\n    return down(n + 1)\ndown(0)")
+    assert result.error is not None and "RecursionError" in result.stderr
+    assert "frames in the middle left out" in result.stderr
+    assert result.stderr.count("down(n + 1)") <= 60
+    assert env.execute("print('still here')").stdout == "still here\n"
