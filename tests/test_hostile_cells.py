@@ -162,6 +162,8 @@ def test_unbounded_recursion_is_an_ordinary_error_and_keeps_the_state(env: Envir
     assert "return dive(n + 1)" in result.stderr
     assert len(result.stderr) < 20_000
     assert env.execute("print(kept)").stdout == "yes\n"
+    if isinstance(env, LocalEnvironment):  # the host's own limit is back
+        assert sys.getrecursionlimit() < 10**6
 
 
 # -- text that is not valid UTF-8 ---------------------------------------------------------

@@ -132,6 +132,7 @@ def test_the_summary_counts_every_worker_under_xdist(pytester: pytest.Pytester) 
             "  skipped, capability not claimed: isolated (1)",
         ]
     )
+    assert "no standard test" not in result.stdout.str()
 
 
 def test_subclass_without_a_setup_fails_clearly(pytester: pytest.Pytester) -> None:

@@ -6,6 +6,7 @@ the host process can. Sub-LM calls are plain function calls into the host (no so
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rlm_core.environments.base import (
@@ -63,8 +64,14 @@ class LocalEnvironment(Environment):
 
     def execute(self, code: str, timeout: float | None = None) -> REPLResult:
         """Run a cell. ``timeout`` is not enforced here: in-process code cannot be
-        interrupted safely (use the ``subprocess`` environment for that)."""
-        return self.repl.run(code)
+        interrupted safely (use the ``subprocess`` environment for that). The host's
+        recursion limit is put back after the cell (a cell's ``sys.setrecursionlimit``
+        lasts for that cell: a limit of a million frames can crash the host later)."""
+        limit = sys.getrecursionlimit()
+        try:
+            return self.repl.run(code)
+        finally:
+            sys.setrecursionlimit(limit)
 
     def get_variable(self, name: str) -> Any:
         """The live object bound to ``name``."""

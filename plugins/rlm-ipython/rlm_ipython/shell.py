@@ -84,6 +84,12 @@ class CellShell(InteractiveShell):
         with self._namespace.interruptible():
             return await super().run_code(code_obj, result, async_=async_)
 
+    def _format_exception_for_storage(self, exception: Any, *args: Any, **kwargs: Any) -> Any:
+        """What IPython (9+) keeps of a failed cell in its history: the error's name and
+        text only. Its own version formats the whole traceback once more, which for a deep
+        recursion takes minutes; the cell's report has the traceback already."""
+        return {"ename": type(exception).__name__, "evalue": str(exception), "traceback": []}
+
     def _showtraceback(self, etype: Any, evalue: Any, stb: Any) -> None:
         """Keep the formatted traceback for the cell's report instead of printing it."""
         self._last_traceback = (evalue, self.InteractiveTB.stb2text(stb))
