@@ -19,7 +19,7 @@ MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject
 # Each member's import package (plugins/rlm-x/rlm_x, conformance_tests/rlm_conformance, and
 # the example plugin of the plugin-author guide).
 MEMBER_PACKAGES := $(filter-out %.egg-info,$(wildcard plugins/*/rlm_* conformance_tests/rlm_conformance docs/examples/*/rlm_*))
-LINTED := rlm_core tests bench proto .ci $(wildcard plugins conformance_tests docs/examples)
+LINTED := rlm_core tests bench proto .ci conftest.py $(wildcard plugins conformance_tests docs/examples)
 
 .PHONY: demo test lint typecheck pytest conformance proto check-proto chromium bubblewrap podman clean wheelhouse sdk-floor
 

@@ -108,7 +108,6 @@ class SandboxSpec:
             "sandbox",
             "--clearenv",
             *self._environment(),
-            *self._runtime_mounts(),
             "--proc",
             "/proc",
             "--dev",
@@ -123,6 +122,9 @@ class SandboxSpec:
             size,
             "--tmpfs",
             SANDBOX_HOME,
+            # After the private /tmp: a runtime or a checkout under the host's /tmp (a CI
+            # clone, a virtual environment there) is bound on top of it, not hidden by it.
+            *self._runtime_mounts(),
             SHARED_DIR,
             "--chdir",
             SANDBOX_HOME,
