@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,11 +34,14 @@ time.sleep(600)
 
 def test_a_killed_host_leaves_no_sandbox_process() -> None:
     code = HOST.format(tests=str(Path(__file__).parent))
+    # A short TMPDIR of its own: the killed host cannot remove its agents' directories.
+    tmp = tempfile.mkdtemp(prefix="rlm-h-", dir="/tmp" if os.path.isdir("/tmp") else None)
     host = subprocess.Popen(
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": tmp},
         start_new_session=True,
     )
     try:
@@ -48,7 +53,10 @@ def test_a_killed_host_leaves_no_sandbox_process() -> None:
     finally:
         os.killpg(host.pid, signal.SIGKILL)
         host.wait(timeout=10)
-    left = gone_within(processes)
-    shown = [describe(p) for p in left]
-    kill(left)
-    assert not left, f"still running after the host was killed: {shown}"
+    try:
+        left = gone_within(processes)
+        shown = [describe(p) for p in left]
+        kill(left)
+        assert not left, f"still running after the host was killed: {shown}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

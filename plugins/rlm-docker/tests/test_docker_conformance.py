@@ -15,7 +15,9 @@ class TestDockerConformance(EnvironmentTests):
 
     @pytest.fixture
     def environment_setup(self, docker_engine: EngineUnderTest) -> EnvironmentSetup:  # noqa: F811
-        return EnvironmentSetup("docker", docker_engine.settings())
+        # A label without the per-process tag: one summary line for every test process.
+        settings = docker_engine.settings()
+        return EnvironmentSetup("docker", settings, label="docker (docker CLI, podman service)")
 
 
 class TestPodmanConformance(LifecycleTests, HostDeathTests, EnvironmentFixtures):
