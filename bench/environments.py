@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, emit_info
+from wan import InstantSubcalls
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = 200
@@ -79,25 +80,6 @@ KINDS: dict[str, Kind] = {
     ),
 }
 """Every kind measured, by variant name (``--variant``)."""
-
-
-class InstantSubcalls:
-    """The host side of sub-calls: answers at once."""
-
-    @staticmethod
-    def _make(prompt: Any) -> Any:
-        from rlm_core.types import RLMChatCompletion, UsageSummary
-
-        return RLMChatCompletion("bench", prompt, "ok", UsageSummary(), 0.0)
-
-    def llm_query(self, prompt: Any, model: str | None = None) -> Any:
-        return self._make(prompt)
-
-    def llm_query_batched(self, prompts: list[Any], model: str | None = None) -> list[Any]:
-        return [self._make(p) for p in prompts]
-
-    rlm_query = llm_query
-    rlm_query_batched = llm_query_batched
 
 
 @contextmanager
