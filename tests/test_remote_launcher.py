@@ -23,7 +23,7 @@ from rlm_conformance.fakes import FakeSandbox
 
 from rlm_core.environments.base import Session
 from rlm_core.environments.launcher import Launcher, LaunchRequest
-from rlm_core.environments.remote import status_from_exit_code
+from rlm_core.environments.remote import PushExec, pump, status_from_exit_code
 from rlm_core.exceptions import SandboxError
 
 pytestmark = pytest.mark.timeout(120)
@@ -201,3 +201,23 @@ def test_status_from_exit_code() -> None:
     assert status_from_exit_code(0) == 0
     assert status_from_exit_code(1) == 1
     assert status_from_exit_code(255) == 255
+
+
+def test_push_exec_relays_stdin_stdout_and_stderr() -> None:
+    class Exec(PushExec):
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+            super().__init__()
+
+        def write_stdin(self, data: bytes) -> None:
+            self.written.append(data)
+
+    command = Exec()
+    command.send(b"hello")
+    pump(iter([b"out", "put"]), command.stdout, "a test's output")
+    command.stderr.feed(b"first line\nsecond ")
+    command.stderr.feed("line")
+    assert command.written == [b"hello"]
+    assert list(command) == [b"out", "put"]
+    assert command.stderr_tail() == "first line\nsecond line"
+    assert command.exit_status() is None

@@ -57,6 +57,7 @@ from rlm_core.exceptions import SandboxError
 
 __all__ = [
     "ProcessExec",
+    "PushExec",
     "PushStream",
     "RemoteLauncher",
     "SandboxExec",
@@ -93,6 +94,49 @@ class SandboxExec(Protocol):
     def stderr_tail(self) -> str:
         """The last lines the command wrote to its stderr."""
         ...
+
+
+class PushExec:
+    """The base of a :class:`SandboxExec` whose stdout the provider's SDK delivers by
+    callback or iterator: it is pushed into :attr:`stdout` (a
+    :class:`~rlm_core.bridge.carriers.stdio.PushStream`, e.g. with :func:`pump`), and the
+    stderr goes into :attr:`stderr` (read from ``stderr`` when given, else fed by the SDK's
+    callback with ``self.stderr.feed``). A subclass writes the agent's stdin
+    (:meth:`write_stdin`) and says its exit status (:meth:`exit_status`)."""
+
+    def __init__(
+        self, stderr: Iterable[bytes | str] | None = None, stderr_wait: float = 0.0
+    ) -> None:
+        self.stdout = PushStream(self.write_stdin)
+        """The agent's stdout, as the SDK pushes it."""
+        self.stderr = StderrTail(stderr)
+        """The last lines of the agent's stderr."""
+        self._stderr_wait = stderr_wait
+
+    def write_stdin(self, data: bytes) -> None:
+        """Write ``data`` to the agent's stdin with the SDK's calls."""
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` to the agent's stdin (:meth:`write_stdin`)."""
+        self.stdout.send(data)
+
+    def __iter__(self) -> Iterator[bytes | str]:
+        """The agent's stdout, chunk by chunk, until it ends or :meth:`close`."""
+        return iter(self.stdout)
+
+    def close(self) -> None:
+        """End the iteration now (the command ends with its sandbox)."""
+        self.stdout.close()
+
+    def exit_status(self, wait: float = 0.0) -> int | None:
+        """The command's exit status once it has ended (``None`` here: unknown)."""
+        return None
+
+    def stderr_tail(self) -> str:
+        """The last lines of the agent's stderr (waiting up to ``stderr_wait`` seconds
+        for a stderr stream to end)."""
+        return self.stderr.text(wait=self._stderr_wait)
 
 
 class ProcessExec:

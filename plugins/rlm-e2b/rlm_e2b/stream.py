@@ -5,25 +5,23 @@ E2B runs the agent with ``commands.run(..., background=True, stdin=True)``. Its 
 one ``SendInput`` call per :meth:`CommandStream.send` (the core's relay coalesces writes);
 its stdout arrives decoded as UTF-8 text through the handle, so the agent frames it as
 base64 lines (``framing="base64"``). A daemon thread follows the handle and pushes stdout
-into a :class:`~rlm_core.bridge.carriers.stdio.PushStream`; stderr is kept as a short tail
-for error messages. The command ends with its sandbox, which the launcher kills.
+into the core's :class:`~rlm_core.environments.remote.PushExec`; stderr is kept as a short
+tail for error messages. The command ends with its sandbox, which the launcher kills.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-from rlm_core.environments.launching import StderrTail
-from rlm_core.environments.remote import PushStream
+from rlm_core.environments.remote import PushExec
 
 MAX_INPUT = 1 << 20
 """Bytes sent per ``SendInput`` call: its JSON body carries them as base64 (a third more),
 well under the 4 MiB a Connect server reads by default."""
 
 
-class CommandStream:
+class CommandStream(PushExec):
     """The agent's running command: ``handle``, started by ``commands`` (an E2B sandbox's
     ``commands``)."""
 
@@ -31,8 +29,7 @@ class CommandStream:
         self._commands = commands
         self._handle = handle
         self._request_timeout = request_timeout
-        self._push = PushStream(self._send)
-        self._stderr = StderrTail()
+        super().__init__()
         self._ended = threading.Event()
         self.exit_code: int | None = None
         """The command's exit code once it has ended (``None`` before, or if the
@@ -50,7 +47,7 @@ class CommandStream:
 
         reason = "the agent's command ended"
         try:
-            result = self._handle.wait(on_stdout=self._push.push, on_stderr=self._stderr.feed)
+            result = self._handle.wait(on_stdout=self.stdout.push, on_stderr=self.stderr.feed)
             self.exit_code = result.exit_code
         except CommandExitException as exc:
             self.exit_code = exc.exit_code
@@ -59,30 +56,15 @@ class CommandStream:
         if self.exit_code is not None:
             reason += f" (exit code {self.exit_code})"
         self._ended.set()
-        self._push.end(reason)
+        self.stdout.end(reason)
 
-    def _send(self, data: bytes) -> None:
+    def write_stdin(self, data: bytes) -> None:
+        """Write ``data`` to the agent's stdin (a ``SendInput`` call per MiB)."""
         for start in range(0, len(data), MAX_INPUT):
             piece = data[start : start + MAX_INPUT]
             self._commands.send_stdin(self.pid, piece, request_timeout=self._request_timeout)
-
-    def send(self, data: bytes) -> None:
-        """Write ``data`` to the agent's stdin (a ``SendInput`` call per MiB)."""
-        self._push.send(data)
-
-    def __iter__(self) -> Iterator[bytes | str]:
-        """The agent's stdout, as the SDK decoded it, until the command ends."""
-        return iter(self._push)
-
-    def close(self) -> None:
-        """End the iteration (the command ends with its sandbox)."""
-        self._push.close()
 
     def exit_status(self, wait: float = 0.0) -> int | None:
         """The exit code, waiting up to ``wait`` seconds for the command to end."""
         self._ended.wait(wait)
         return self.exit_code
-
-    def stderr_tail(self) -> str:
-        """The last lines of the agent's stderr."""
-        return self._stderr.text()

@@ -8,11 +8,9 @@ and takes its stdin as one unary ``TaskExecStdinWrite`` per ``drain()``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from rlm_core.environments.launching import StderrTail
-from rlm_core.environments.remote import PushStream, pump, status_from_exit_code
+from rlm_core.environments.remote import PushExec, pump, status_from_exit_code
 
 MAX_WRITE = 4 * 1024 * 1024
 """Most bytes sent in one stdin write. The SDK refuses more than 16 MiB buffered per
@@ -20,33 +18,21 @@ MAX_WRITE = 4 * 1024 * 1024
 send and keeps each RPC well under the SDK's limit."""
 
 
-class ExecStream:
-    """A Modal ``ContainerProcess`` started with ``text=False``: stdout pumped into a
-    :class:`~rlm_core.bridge.carriers.stdio.PushStream`, stderr kept as a tail."""
+class ExecStream(PushExec):
+    """A Modal ``ContainerProcess`` started with ``text=False``: stdout pumped into the
+    core's push stream, stderr kept as a tail."""
 
     def __init__(self, process: Any) -> None:
         self._process = process
-        self._push = PushStream(self._write)
-        self._stderr = StderrTail(process.stderr)
-        pump(process.stdout, self._push, "the Modal exec's stdout")
+        super().__init__(process.stderr, stderr_wait=0.5)
+        pump(process.stdout, self.stdout, "the Modal exec's stdout")
 
-    def _write(self, data: bytes) -> None:
+    def write_stdin(self, data: bytes) -> None:
+        """Write ``data`` to the agent's stdin (one RPC per :data:`MAX_WRITE` bytes)."""
         stdin = self._process.stdin
         for start in range(0, len(data), MAX_WRITE):
             stdin.write(data[start : start + MAX_WRITE])
             stdin.drain()
-
-    def send(self, data: bytes) -> None:
-        """Write ``data`` to the agent's stdin (one RPC per :data:`MAX_WRITE` bytes)."""
-        self._push.send(data)
-
-    def __iter__(self) -> Iterator[bytes | str]:
-        """The agent's stdout, chunk by chunk, until it ends or :meth:`close`."""
-        return iter(self._push)
-
-    def close(self) -> None:
-        """End the iteration now (the sandbox itself is terminated by the launcher)."""
-        self._push.close()
 
     def exit_status(self, wait: float = 0.0) -> int | None:
         """The exec's exit status (Modal's ``128 + N`` for signal N becomes ``-N``)."""
@@ -58,7 +44,3 @@ class ExecStream:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.1)
-
-    def stderr_tail(self) -> str:
-        """The last lines of the exec's stderr (waiting briefly for it to end)."""
-        return self._stderr.text(wait=0.5)
