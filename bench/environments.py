@@ -21,6 +21,7 @@ no podman) is reported as such, not measured. Only 127.0.0.1 is used.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from _common import emit, emit_info
 from wan import InstantSubcalls
@@ -86,8 +88,6 @@ KINDS: dict[str, Kind] = {
 def docker_engine(settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Podman's Docker-API service and the rlm-docker tests' local image; the settings
     that use them. ``RuntimeError`` when no engine can run here."""
-    import os
-
     sys.path.insert(0, str(ROOT / "plugins" / "rlm-docker" / "tests"))
     from docker_engine import build_image, start_engine, unavailable
 
@@ -95,16 +95,10 @@ def docker_engine(settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
     if reason is not None:
         raise RuntimeError(reason)
     engine = start_engine()
-    saved = {key: os.environ.get(key) for key in engine.environ}
-    os.environ.update(engine.environ)
     try:
-        yield {**settings, "image": build_image(engine.environ), "pull": "never"}
+        with mock.patch.dict(os.environ, engine.environ):
+            yield {**settings, "image": build_image(engine.environ), "pull": "never"}
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         engine.stop()
 
 

@@ -214,6 +214,14 @@ class Outcome:
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
+    def samples(self, *names: str) -> list[dict[str, Any]]:
+        """The records of these names as the workers printed them (``emit``'s fields)."""
+        return [
+            {"name": r.name, "unit": r.unit, "values": r.values, **r.meta}
+            for r in self.records
+            if r.name in names
+        ]
+
     def find(self, system: str, name: str, **meta: Any) -> Record | None:
         """The record of ``system``'s metric ``name`` whose metadata matches ``meta``."""
         for record in self.records:
@@ -833,19 +841,11 @@ def render(rows: list[Row], out: Outcome, *, quick: bool, elapsed: float, only: 
         parts += ["", "## Notes", "", NOTES.rstrip("\n"), *remarks]
     elif remarks:
         parts += ["", "## Failures", "", *remarks]
-    wan_records = [
-        {"name": r.name, "unit": r.unit, "values": r.values, **r.meta}
-        for r in out.records
-        if r.name in ("wan", "wan-trace")
-    ]
+    wan_records = out.samples("wan", "wan-trace")
     if wan_records:
         parts += ["", "## WAN: the bridge over a 50 ms RTT link (workload 9)", ""]
         parts.append(wan.render(wan_records, fold=True))
-    env_records = [
-        {"name": r.name, "unit": r.unit, "values": r.values, **r.meta}
-        for r in out.records
-        if r.name in ("env", "env-unavailable")
-    ]
+    env_records = out.samples("env", "env-unavailable")
     if env_records:
         parts += ["", "## Local environments: start and per-cell cost (workload 10)", ""]
         parts += [environments.METHOD, "", environments.render(env_records)]
