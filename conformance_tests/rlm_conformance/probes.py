@@ -108,6 +108,14 @@ def describe(process: Identity) -> str:
 # -- temporary directories ---------------------------------------------------------------
 
 
+def host_tmpdir() -> str:
+    """A new private directory with a short path, for the ``TMPDIR`` of a host process a
+    test will kill: it is left there what the killed host cannot remove (its agents'
+    directories, its relay's socket directory, which a long ``TMPDIR`` would move to
+    ``/tmp``). The test removes it afterwards."""
+    return tempfile.mkdtemp(prefix="rlm-h-", dir="/tmp" if os.path.isdir("/tmp") else None)
+
+
 def _unix_socket_paths() -> set[str]:
     paths = set()
     with contextlib.suppress(OSError), open("/proc/net/unix", encoding="utf-8") as f:

@@ -11,14 +11,21 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
 import pytest
 
 from rlm_conformance.cases import case
-from rlm_conformance.probes import Identity, describe, host_identity, kill, running, wait_gone
+from rlm_conformance.probes import (
+    Identity,
+    describe,
+    host_identity,
+    host_tmpdir,
+    kill,
+    running,
+    wait_gone,
+)
 from rlm_conformance.setup import EnvironmentSetup
 from rlm_core.environments.base import SEPARATE_PROCESS
 
@@ -106,9 +113,7 @@ class HostDeathTests:
             settings.setdefault("heartbeat_timeout", 5.0)
             settings.setdefault("heartbeat_interval", 0.5)
         marker = "rlm-conformance-orphan-" + secrets.token_hex(6)
-        # A short TMPDIR of its own: what the killed host leaves there (its relay's socket
-        # directory, which a long TMPDIR would move to /tmp) goes with it below.
-        tmp = tempfile.mkdtemp(prefix="rlm-h-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        tmp = host_tmpdir()  # removed below, with what the killed host left there
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         env["TMPDIR"] = tmp
         host = subprocess.Popen(

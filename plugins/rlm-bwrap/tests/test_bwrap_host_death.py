@@ -8,12 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 from bwrap_support import gone_within, require_bwrap
-from rlm_conformance.probes import describe, kill
+from rlm_conformance.probes import describe, host_tmpdir, kill
 
 require_bwrap()
 
@@ -34,8 +33,7 @@ time.sleep(600)
 
 def test_a_killed_host_leaves_no_sandbox_process() -> None:
     code = HOST.format(tests=str(Path(__file__).parent))
-    # A short TMPDIR of its own: the killed host cannot remove its agents' directories.
-    tmp = tempfile.mkdtemp(prefix="rlm-h-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    tmp = host_tmpdir()  # removed below, with what the killed host left there
     host = subprocess.Popen(
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
@@ -16,6 +15,7 @@ import pytest
 from e2b_fake import FakeE2B
 from e2b_fixtures import fake_e2b  # noqa: F401  (a fixture)
 from rlm_conformance.doubles import RecordingSubcalls
+from rlm_conformance.probes import host_tmpdir
 from rlm_e2b.environment import E2BEnvironment
 
 from rlm_core import SandboxError
@@ -112,7 +112,7 @@ HOST = textwrap.dedent(
 def test_host_killed_mid_cell(fake_e2b: FakeE2B) -> None:  # noqa: F811
     """SIGKILL the host in the middle of a cell: the lease stops, and the fake reaps the
     sandbox at its timeout (well before the agent's 60 s heartbeat watchdog would act)."""
-    tmp = tempfile.mkdtemp(prefix="rlm-host-")  # short: the relay's socket path fits in it
+    tmp = host_tmpdir()  # removed below, with what the killed host left there
     host = subprocess.Popen(
         [sys.executable, "-c", HOST],
         stdout=subprocess.PIPE,

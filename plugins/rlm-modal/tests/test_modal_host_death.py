@@ -11,12 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 from modal_fake import ModalFake
 from modal_fixtures import modal_fake  # noqa: F401
+from rlm_conformance.probes import host_tmpdir
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,9 +38,7 @@ BOUND = 60.0
 
 
 def test_host_killed_mid_cell(modal_fake: ModalFake) -> None:  # noqa: F811
-    # What a killed host leaves (its relay's socket directory) goes in a short private
-    # TMPDIR of its own, removed afterwards.
-    tmp = tempfile.mkdtemp(prefix="rlm-host-")
+    tmp = host_tmpdir()  # removed below, with what the killed host left there
     host = subprocess.Popen(
         [sys.executable, "-c", HOST],
         stdin=subprocess.DEVNULL,
