@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 WHEELHOUSE := $(VENV)/wheelhouse
 # Cloud plugins' SDKs too (their install tests); resolved with `.` so that the local
 # rlm-core satisfies their rlm-core requirement (the unrelated public one never comes in).
-CLOUD_PLUGINS := $(wildcard plugins/rlm-modal plugins/rlm-e2b)
+CLOUD_PLUGINS := $(wildcard plugins/rlm-modal plugins/rlm-e2b plugins/rlm-daytona plugins/rlm-prime)
 FILL_WHEELHOUSE = $(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) \
 	. ./conformance_tests $(addprefix ./,$(CLOUD_PLUGINS)) setuptools wheel
 # The root is the workspace root: every plugin and the conformance suite are installed
@@ -21,7 +21,7 @@ MEMBERS := $(dir $(wildcard plugins/*/pyproject.toml conformance_tests/pyproject
 MEMBER_PACKAGES := $(filter-out %.egg-info,$(wildcard plugins/*/rlm_* conformance_tests/rlm_conformance docs/examples/*/rlm_*))
 LINTED := rlm_core tests bench proto .ci conftest.py $(wildcard plugins conformance_tests docs/examples)
 
-.PHONY: demo test lint typecheck pytest conformance proto check-proto chromium bubblewrap podman clean wheelhouse sdk-floor
+.PHONY: demo test lint typecheck pytest conformance proto check-proto chromium bubblewrap podman clean wheelhouse sdk-newest sdk-floor
 
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(MEMBERS))
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ demo: $(STAMP)
 	$(BIN)/rlm demo
 
 ## Lint, type-check and run the test suite, then the conformance suite on each environment.
-test: lint typecheck check-proto pytest conformance
+test: lint typecheck check-proto pytest sdk-newest conformance
 
 ## Regenerate rlm_core/_proto from proto/rlm/v1/*.proto.
 proto: $(STAMP)
@@ -77,10 +77,16 @@ conformance: $(STAMP) bubblewrap
 		echo "bwrap is not installed: rlm conformance bwrap does not run here"; \
 	fi
 
-## Each plugin's tests against the oldest SDK release its pyproject admits (`make test`
-## tests the newest): one venv per plugin under .venv-floor/.
+## .venv holds every plugin resolved together, as one `pip install` of them all does. A
+## plugin whose SDK that holds below the newest release it admits on its own (e2b beside
+## prime-sandboxes) is tested again with the newest, in a venv of its own under .venv-newest/.
+sdk-newest: $(STAMP)
+	$(BIN)/python .ci/sdk_range.py newest
+
+## Each plugin's tests against the oldest SDK release its pyproject admits: one venv per
+## plugin under .venv-floor/.
 sdk-floor: $(STAMP)
-	$(BIN)/python .ci/sdk_floor.py
+	$(BIN)/python .ci/sdk_range.py floor
 
 # $(call debian-packages,COMMANDS,PACKAGES,WHAT): install the Debian PACKAGES when one of
 # COMMANDS is missing and this is root with apt-get; otherwise say that WHAT will skip (the
@@ -131,4 +137,4 @@ bench: $(STAMP) $(RLMS_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-floor .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-floor .venv-newest .pytest_cache .mypy_cache .ruff_cache *.egg-info
