@@ -140,6 +140,17 @@ def test_interrupted_during_create(nothing_left: None) -> None:
     wait_killed(launcher)
 
 
+def test_a_create_call_that_fails_late_still_ends_its_sandbox(nothing_left: None) -> None:
+    def time_out() -> None:  # the service made the sandbox, the SDK gave up waiting for it
+        raise TimeoutError("the sandbox did not become ready")
+
+    launcher = Hooked({"create": time_out})
+    env = HookedEnvironment(launcher)
+    with pytest.raises(SandboxError, match="did not become ready"):
+        start(env)
+    assert launcher.created[0].killed  # found by its session label, never returned
+
+
 def test_a_failed_upload_kills_the_sandbox(nothing_left: None) -> None:
     def refuse() -> None:
         raise OSError("the service refused the upload")

@@ -224,7 +224,13 @@ class Launcher(ABC):
 
 
 class _ExitTerminator:
-    """Launchers whose sandboxes end at interpreter exit unless they ended before."""
+    """Launchers whose sandboxes end at interpreter exit unless they ended before.
+
+    It runs when the interpreter starts shutting down, before it waits for non-daemon
+    threads (``threading``'s own exit hooks, as :mod:`concurrent.futures` uses them): an
+    SDK's non-daemon threads, such as a WebSocket reader, end once their sandbox's stream
+    is closed, and would otherwise keep the interpreter from ever reaching ``atexit``.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -235,7 +241,7 @@ class _ExitTerminator:
         with self._lock:
             self._launchers.add(launcher)
             if not self._registered:
-                atexit.register(self.run)
+                _register_before_thread_join(self.run)
                 self._registered = True
 
     def discard(self, launcher: Launcher) -> None:
@@ -257,15 +263,28 @@ class _ExitTerminator:
                 log.warning("could not stop a sandbox at exit: %s", exc)
 
 
+def _register_before_thread_join(hook: Callable[[], None]) -> None:
+    """Run ``hook`` at shutdown before non-daemon threads are joined (``atexit`` where
+    this interpreter has no such hook, or is already shutting down)."""
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(hook)
+            return
+    except RuntimeError:  # "can't register atexit after shutdown"
+        pass
+    atexit.register(hook)
+
+
 _exit_terminator = _ExitTerminator()
 os.register_at_fork(after_in_child=_exit_terminator.forget)
 
 
 def terminate_at_exit(launcher: Launcher) -> None:
     """Have ``launcher.terminate()`` called at interpreter exit, unless
-    :func:`terminated_before_exit` says it already ran. The exit handler is registered on
-    the first call: call this after importing the provider's SDK, so that it runs (exit
-    handlers run last-registered first) while the SDK still works."""
+    :func:`terminated_before_exit` says it already ran. It runs as the interpreter starts
+    shutting down, before non-daemon threads are joined and before any ``atexit`` handler
+    (so while the SDK still works); call it once the launcher has something to end."""
     _exit_terminator.add(launcher)
 
 

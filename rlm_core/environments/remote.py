@@ -19,8 +19,8 @@ same for every provider:
 * the start runs on a worker thread while the caller waits up to the request's deadline.
   A start that times out or is interrupted (``KeyboardInterrupt``) still ends its sandbox:
   one the SDK returns after :meth:`~RemoteLauncher.terminate` is killed at once, and a
-  ``terminate()`` while the create call is under way also looks the sandbox up by its
-  ``rlm-session`` label (:meth:`~Launcher.list_sandboxes`);
+  ``terminate()`` while the create call is under way, or a create call that fails, also
+  looks the sandbox up by its ``rlm-session`` label (:meth:`~Launcher.list_sandboxes`);
 * an optional lease (``lease_interval``): the sandbox is created with a short server-side
   lifetime (:meth:`~RemoteLauncher.lease_seconds`) that
   :meth:`~RemoteLauncher.renew_sandbox` extends while this host lives, never past the
@@ -309,9 +309,16 @@ class RemoteLauncher(Launcher):
         self._created_at = began
         try:
             sandbox = self.create_sandbox(request)
-        finally:
+        except BaseException:
             with self._lock:
-                self._creating = False
+                self._creating, closed = False, self._closed
+            if not closed:  # (terminate() looked it up already)
+                # A create call that failed late (a timeout once the service had accepted
+                # it) may have made the sandbox all the same: find it by its session label.
+                self._kill_session(request.session_id)
+            raise
+        with self._lock:
+            self._creating = False
         self._adopt(sandbox)
         self.timings["create"] = time.monotonic() - began
         if self.lease_interval is not None:
