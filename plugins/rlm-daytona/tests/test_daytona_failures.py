@@ -1,0 +1,227 @@
+"""Every way a start or a session can fail leaves no sandbox on the fake."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+
+import pytest
+from daytona_fake import FakeDaytona
+from daytona_fixtures import QUICK, fake_daytona  # noqa: F401  (a fixture)
+from rlm_conformance.doubles import RecordingSubcalls
+from rlm_conformance.probes import host_tmpdir
+from rlm_daytona.environment import DaytonaEnvironment
+
+from rlm_core import SandboxError
+from rlm_core.environments.base import Session
+
+pytestmark = pytest.mark.timeout(120)
+
+MODES = ("pty", "session")
+
+
+def start(**settings: object) -> DaytonaEnvironment:
+    env = DaytonaEnvironment(**{**QUICK, **settings})  # type: ignore[arg-type]
+    env.start(Session(subcalls=RecordingSubcalls()))
+    return env
+
+
+def wait_until(condition: Callable[[], object], bound: float) -> bool:
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def test_create_fails(fake_daytona: FakeDaytona) -> None:  # noqa: F811
+    fake_daytona.create_error = (500, "no capacity in the fake region")
+    with pytest.raises(SandboxError, match="no capacity in the fake region"):
+        start()
+    assert fake_daytona.live() == []
+
+
+def test_upload_fails(fake_daytona: FakeDaytona) -> None:  # noqa: F811
+    fake_daytona.upload_error = (507, "the fake disk is full")
+    with pytest.raises(SandboxError, match="the fake disk is full"):
+        start()
+    assert fake_daytona.live() == [] and list(fake_daytona.ended.values()) == ["deleted"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("python", "said"), [("none", "python3: not found"), ("system", "No module named 'grpc'")]
+)
+def test_agent_never_comes_up(
+    fake_daytona: FakeDaytona,  # noqa: F811
+    mode: str,
+    python: str,
+    said: str,
+) -> None:
+    fake_daytona.snapshots["broken"] = python
+    with pytest.raises(SandboxError, match="could not start the daytona agent") as raised:
+        start(snapshot="broken", exec_mode=mode)
+    assert said in str(raised.value)
+    assert fake_daytona.live() == [] and list(fake_daytona.ended.values()) == ["deleted"]
+
+
+def test_image_without_python(fake_daytona: FakeDaytona) -> None:  # noqa: F811
+    with pytest.raises(SandboxError, match="python3: not found"):
+        start(image="busybox:1.36")
+    assert fake_daytona.live() == []
+    dockerfile = fake_daytona.bodies[0]["buildInfo"]["dockerfileContent"]
+    assert dockerfile.startswith("FROM busybox:1.36")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_agent_crashes_mid_session(fake_daytona: FakeDaytona, mode: str) -> None:  # noqa: F811
+    env = start(exec_mode=mode)
+    try:
+        sandbox = fake_daytona.sandboxes[fake_daytona.live()[0]]
+        assert env.execute("print(1)").stdout == "1\n"
+        # the agent's own process: the PTY's shell exec-ed it, or the session's command did
+        agents = list(sandbox.ptys.values()) or [
+            c.popen for s in sandbox.sessions.values() for c in s.values()
+        ]
+        assert len(agents) == 1
+        os.killpg(agents[0].pid, signal.SIGKILL)
+        with pytest.raises(SandboxError, match="died"):
+            env.execute("print(2)")
+    finally:
+        env.close()
+    assert fake_daytona.live() == [] and fake_daytona.ended == {sandbox.sandbox_id: "deleted"}
+
+
+def test_interrupted_while_creating(fake_daytona: FakeDaytona) -> None:  # noqa: F811
+    """A KeyboardInterrupt inside Daytona.create: the launcher never learnt the id, and
+    finds the sandbox by its session label."""
+    fake_daytona.on_create = _thread.interrupt_main  # Ctrl-C while the call is in flight
+    fake_daytona.create_delay = 0.5
+    with pytest.raises(KeyboardInterrupt):
+        start()
+    assert wait_until(lambda: fake_daytona.live() == [], 10)
+    assert list(fake_daytona.ended.values()) == ["deleted"]
+
+
+def test_start_timeout(fake_daytona: FakeDaytona) -> None:  # noqa: F811
+    """The create call outlives the start's deadline: the sandbox it returns is deleted."""
+    fake_daytona.create_delay = 3.0
+    with pytest.raises(SandboxError, match="did not start in time"):
+        start(startup_timeout=1.0)
+    assert wait_until(lambda: fake_daytona.live() == [], 10)
+    assert list(fake_daytona.ended.values()) == ["deleted"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_interrupted_while_starting_the_agent(
+    fake_daytona: FakeDaytona,  # noqa: F811
+    mode: str,
+) -> None:
+    env = DaytonaEnvironment(exec_mode=mode, **QUICK)  # type: ignore[arg-type]
+
+    def interrupt(message: str) -> None:
+        if message == "starting the agent":
+            raise KeyboardInterrupt
+
+    env._report_progress = interrupt  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        env.start(Session(subcalls=RecordingSubcalls()))
+    assert fake_daytona.live() == [] and list(fake_daytona.ended.values()) == ["deleted"]
+
+
+HOST = textwrap.dedent(
+    """
+    import sys
+    from rlm_conformance.doubles import RecordingSubcalls
+    from rlm_core.environments.base import Session
+    from rlm_daytona.environment import DaytonaEnvironment
+
+    env = DaytonaEnvironment(lease_interval=0.5, heartbeat_timeout=60, exec_mode=sys.argv[1])
+    env.start(Session(subcalls=RecordingSubcalls()))
+    print(env.active_launcher.sandbox_id, flush=True)
+    if sys.argv[2] == "exit":
+        raise SystemExit(0)  # without close(): the exit handlers end the sandbox
+    env.execute("while True:\\n    pass")
+    """
+)
+
+
+def run_host(mode: str, then: str, tmp: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", HOST, mode, then],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "TMPDIR": str(tmp)},  # what a killed host leaves is here
+    )
+
+
+def stop_host(host: subprocess.Popen[str]) -> None:
+    if host.poll() is None:
+        os.killpg(host.pid, signal.SIGKILL)
+        host.wait(30)
+    for pipe in (host.stdout, host.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_host_killed_mid_cell(fake_daytona: FakeDaytona, mode: str) -> None:  # noqa: F811
+    """SIGKILL the host in the middle of a cell: the activity refreshes stop, and the fake
+    stops the ephemeral sandbox (so deletes it) at its auto-stop interval, well before the
+    agent's 60 s heartbeat watchdog would act."""
+    tmp = host_tmpdir()  # removed below, with what the killed host left there
+    host = run_host(mode, "cell", tmp)
+    try:
+        assert host.stdout is not None
+        sandbox_id = host.stdout.readline().strip()
+        assert sandbox_id in fake_daytona.live(), host.stderr.read() if host.stderr else ""
+        box = fake_daytona.sandboxes[sandbox_id].box
+        refresh = f"POST /api/sandbox/{sandbox_id}/last-activity"
+        assert wait_until(lambda: fake_daytona.calls.count(refresh) >= 2, 30)
+        os.killpg(host.pid, signal.SIGKILL)
+        host.wait(30)
+        assert wait_until(lambda: sandbox_id not in fake_daytona.live(), 30)
+        assert fake_daytona.ended == {sandbox_id: "auto-stop"}
+        assert box.killed and not box.root.exists()
+    finally:
+        stop_host(host)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_host_exits_without_close(fake_daytona: FakeDaytona, mode: str) -> None:  # noqa: F811
+    """A host that exits without close(): its WebSockets are closed, so the interpreter
+    does not wait on the SDK's reader threads, and its exit handler deletes the sandbox."""
+    tmp = host_tmpdir()
+    host = run_host(mode, "exit", tmp)
+    try:
+        out, err = host.communicate(timeout=60)
+        assert host.returncode == 0, err
+        assert fake_daytona.ended == {out.strip(): "deleted"}
+        assert fake_daytona.live() == []
+    finally:
+        stop_host(host)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_max_lifetime_is_the_ttl(fake_daytona: FakeDaytona) -> None:  # noqa: F811
+    """max_lifetime becomes ttl_minutes (rounded up to whole minutes): the service
+    destroys the sandbox then, however active it is."""
+    env = start(max_lifetime=30)
+    try:
+        sandbox_id = env.active_launcher.sandbox_id  # type: ignore[union-attr]
+        assert fake_daytona.bodies[-1]["ttlMinutes"] == 1
+        assert wait_until(lambda: sandbox_id not in fake_daytona.live(), 30)
+        assert fake_daytona.ended == {sandbox_id: "ttl"}
+    finally:
+        env.close()
