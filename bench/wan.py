@@ -40,6 +40,7 @@ import argparse
 import binascii
 import collections
 import contextlib
+import importlib
 import os
 import socket
 import statistics
@@ -76,9 +77,9 @@ class Variant:
     handshake: bool = False
     """``dial``, ``reverse``: TCP's three-way handshake is modelled (session start only)."""
     provider: str | None = None
-    """``modal`` or ``e2b``: that plugin's environment through its wire-level fake, with the
-    link between the unmodified SDK and the fake service (the relay rides the SDK's exec
-    calls, as on the real service)."""
+    """``modal``, ``e2b``, ``daytona`` (its PTY) or ``daytona-session``: that plugin's
+    environment through its wire-level fake, with the link between the unmodified SDK and
+    the fake service (the relay rides the SDK's exec calls, as on the real service)."""
 
     @property
     def label(self) -> str:
@@ -109,6 +110,12 @@ VARIANTS: dict[str, Variant] = {
     "modal-fake-tls": Variant("stdio", tls=True, provider="modal"),
     "e2b-fake": Variant("stdio", "base64", provider="e2b"),
     "e2b-fake-tls": Variant("stdio", "base64", tls=True, provider="e2b"),
+    "prime-fake": Variant("stdio", provider="prime"),
+    "prime-fake-tls": Variant("stdio", tls=True, provider="prime"),
+    "daytona-fake": Variant("stdio", provider="daytona"),
+    "daytona-fake-tls": Variant("stdio", tls=True, provider="daytona"),
+    "daytona-session-fake": Variant("stdio", "base64", provider="daytona-session"),
+    "daytona-session-fake-tls": Variant("stdio", "base64", tls=True, provider="daytona-session"),
 }
 """Every variant measured, by name (``--variant``)."""
 
@@ -717,27 +724,58 @@ _environment_class: type | None = None
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
 
+@dataclass(frozen=True)
+class FakeProvider:
+    """Where a provider plugin's wire-level fake and its environment class live."""
+
+    fake: str
+    """``module:Class`` of the fake service, in ``plugins/rlm-<plugin>/tests``."""
+    url_key: str
+    """The SDK's setting that holds the service's URL (the proxy takes its place)."""
+    environment: str
+    """``module:Class`` of the plugin's environment."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The environment's settings besides ``tls`` and ``startup_timeout``."""
+
+
+FAKE_PROVIDERS = {
+    "modal": FakeProvider("modal_fake:ModalFake", "MODAL_SERVER_URL", "rlm_modal:ModalEnvironment"),
+    "e2b": FakeProvider("e2b_fake:FakeE2B", "E2B_API_URL", "rlm_e2b:E2BEnvironment"),
+    "prime": FakeProvider(
+        "prime_fake:FakePrime", "PRIME_API_BASE_URL", "rlm_prime:PrimeEnvironment"
+    ),
+    "daytona": FakeProvider(
+        "daytona_fake:FakeDaytona", "DAYTONA_API_URL", "rlm_daytona:DaytonaEnvironment"
+    ),
+    "daytona-session": FakeProvider(
+        "daytona_fake:FakeDaytona",
+        "DAYTONA_API_URL",
+        "rlm_daytona:DaytonaEnvironment",
+        {"exec_mode": "session"},
+    ),
+}
+"""Every provider a variant can name: ``Variant.provider``."""
+
+
+def _load(spec: str) -> Any:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 class ProviderLink:
     """A provider plugin's fake service behind a :class:`DelayProxy`: the SDK's settings
     point at the proxy, so every call the SDK makes (create, upload, the exec's stdin
     writes and stdout stream) crosses the link."""
 
     def __init__(self, provider: str) -> None:
-        sys.path.insert(0, str(PLUGINS / f"rlm-{provider}" / "tests"))
-        if provider == "modal":
-            from modal_fake import ModalFake
-
-            self.fake: Any = ModalFake().start()
-        elif provider == "e2b":
-            from e2b_fake import FakeE2B
-
-            self.fake = FakeE2B().start()
-        else:
+        if provider not in FAKE_PROVIDERS:
             raise ValueError(f"no fake for {provider!r}")
-        self.provider = provider
+        self.spec = FAKE_PROVIDERS[provider]
+        plugin = provider.split("-")[0]
+        sys.path.insert(0, str(PLUGINS / f"rlm-{plugin}" / "tests"))
+        self.fake: Any = _load(self.spec.fake)().start()
         environ = self.fake.environ()
-        url_key = "MODAL_SERVER_URL" if provider == "modal" else "E2B_API_URL"
-        target = urllib.parse.urlsplit(environ[url_key])
+        target = urllib.parse.urlsplit(environ[self.spec.url_key])
         self.proxy = DelayProxy(
             (target.hostname or "127.0.0.1", target.port or 80),
             host_dials=True,
@@ -748,20 +786,18 @@ class ProviderLink:
             relay=False,
         )
         linked = f"{target.scheme}://{self.proxy.address[0]}:{self.proxy.address[1]}"
-        if provider == "modal":
+        if plugin == "modal":
             self.fake.router_url = linked  # the exec's own connection crosses the link too
+        if plugin == "daytona":
+            self.fake.public_url = linked  # so do the toolbox's calls and WebSockets
+            linked += target.path
         for key, value in environ.items():
-            os.environ[key] = linked if value == environ[url_key] else value
+            os.environ[key] = linked if value == environ[self.spec.url_key] else value
 
     def environment(self, tls: bool) -> Any:
         """A new environment of the provider, with pinned TLS or not."""
-        if self.provider == "modal":
-            from rlm_modal import ModalEnvironment
-
-            return ModalEnvironment(tls=tls, startup_timeout=120)
-        from rlm_e2b import E2BEnvironment
-
-        return E2BEnvironment(tls=tls, startup_timeout=120)
+        kind = _load(self.spec.environment)
+        return kind(tls=tls, startup_timeout=120, **self.spec.settings)
 
     def close(self) -> None:
         """Stop the proxy and the fake."""
@@ -1103,9 +1139,11 @@ def notes() -> list[str]:
         f"that each `send` and each chunk of output is delivered {DELAY * 1e3:g} ms later, "
         'in order, without holding the sender; "blocking writes": `send` also returns '
         "only one RTT after it was called, as a provider's stdin write over its API does.",
-        "* **Cloud plugins through their fakes** (`modal`, `e2b`): the link sits between "
-        "the unmodified SDK and the plugin's wire-level fake (`MODAL_SERVER_URL`, "
-        "`E2B_API_URL`/`E2B_SANDBOX_URL` point at a `DelayProxy`), so each SDK call (app "
+        "* **Cloud plugins through their fakes** (`modal`, `e2b`, `daytona`, `prime`): the "
+        "link sits between the unmodified SDK and the plugin's wire-level fake "
+        "(`MODAL_SERVER_URL`, `E2B_API_URL`/`E2B_SANDBOX_URL`, `DAYTONA_API_URL`, "
+        "`PRIME_API_BASE_URL` point at a `DelayProxy`; Daytona's toolbox and Prime's "
+        "gateway are reached through it too), so each SDK call (app "
         "lookup, image, create, upload, exec, every stdin write, the stdout stream) pays the "
         "link as it would to the real service; the sandboxes are local isolated processes. "
         "Their **agent's own start** column is until the SDK's exec call returned (create + "
