@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 from lm_server import LMServer, openai_server  # noqa: F401  (fixture)
 
-from rlm_core.plugins import PROVIDER_DISTRIBUTIONS, get_registry
-
 REPO = Path(__file__).resolve().parents[1]
 SCRUBBED = (
     "OPENAI_API_KEY",
@@ -196,17 +194,25 @@ def test_missing_context_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-def not_installed_provider() -> tuple[str, str]:
-    """A known provider whose plugin is not installed here, and its distribution."""
-    installed = set(get_registry().entry_point_names("rlm.environments"))
-    missing = [(n, d) for n, d in PROVIDER_DISTRIBUTIONS.items() if n not in installed]
-    assert missing, "every known provider plugin is installed: no example left"
-    return missing[0]
+UNINSTALLED = ("acme-cloud", "rlm-acme-cloud")
+"""A provider environment rlm-core knows of, by name and distribution, whose plugin is not
+installed (here every real provider's plugin may be)."""
+
+
+def rlm_knowing_uninstalled(*args: str) -> subprocess.CompletedProcess[str]:
+    """``rlm ARGS`` in a subprocess whose rlm-core knows of the :data:`UNINSTALLED` provider."""
+    name, dist = UNINSTALLED
+    code = (
+        "import runpy, sys; import rlm_core.plugins as plugins; "
+        f"plugins.PROVIDER_DISTRIBUTIONS[{name!r}] = {dist!r}; "
+        "runpy.run_module('rlm_core.cli', run_name='__main__')"
+    )
+    return run_python(["-c", code, *args], stdin="ctx")
 
 
 def test_unknown_environment_names_the_plugin_to_install() -> None:
-    name, dist = not_installed_provider()
-    proc = rlm("run", "q", "--environment", name, stdin="ctx")
+    name, dist = UNINSTALLED
+    proc = rlm_knowing_uninstalled("run", "q", "--environment", name)
     line = assert_one_line_error(proc)
     assert f"pip install {dist}" in line
 
@@ -258,11 +264,11 @@ def test_environments_lists_local_without_importing_sdks() -> None:
 
 
 def test_environments_subprocess_table() -> None:
-    proc = rlm("environments")
+    proc = rlm_knowing_uninstalled("environments")
     assert proc.returncode == 0, proc.stderr
     header = proc.stdout.splitlines()[0].split()
     assert header == ["NAME", "DISTRIBUTION", "VERSION", "CAPABILITIES"]
-    assert f"pip install {not_installed_provider()[1]}" in proc.stdout
+    assert f"{UNINSTALLED[0]}  pip install {UNINSTALLED[1]}" in proc.stdout
 
 
 def test_backends_table() -> None:

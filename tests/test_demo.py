@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from lm_server import LMServer, openai_server  # noqa: F401  (fixture)
 from test_cli import (
+    UNINSTALLED,
     assert_one_line_error,
-    not_installed_provider,
     rlm,
+    rlm_knowing_uninstalled,
     root_or_sub,
     run_python,
 )
@@ -145,8 +146,8 @@ def test_rlm_demo_subprocess_without_credentials() -> None:
 
 
 def test_rlm_demo_unknown_environment() -> None:
-    name, dist = not_installed_provider()
-    proc = rlm("demo", "--environment", name)
+    name, dist = UNINSTALLED
+    proc = rlm_knowing_uninstalled("demo", "--environment", name)
     line = assert_one_line_error(proc)
     assert f"pip install {dist}" in line
 
