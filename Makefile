@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.installed
 # Wheels of everything a fresh venv needs to install rlm-core, rlm-conformance and a plugin
 # without an index (tests/test_example_plugin.py: pip install --no-index --find-links).
 WHEELHOUSE := $(VENV)/wheelhouse
-# Cloud plugins' SDKs too (their install tests); resolved with `.` so that the local
-# rlm-core satisfies their rlm-core requirement (the unrelated public one never comes in).
+# Cloud plugins' SDKs too (tests/test_cloud_plugins_install.py); resolved with `.` so that
+# the local rlm-core satisfies their rlm-core requirement (the public one never comes in).
 CLOUD_PLUGINS := $(wildcard plugins/rlm-modal plugins/rlm-e2b plugins/rlm-daytona plugins/rlm-prime)
 FILL_WHEELHOUSE = $(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) \
 	. ./conformance_tests $(addprefix ./,$(CLOUD_PLUGINS)) setuptools wheel

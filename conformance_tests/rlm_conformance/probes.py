@@ -1,5 +1,7 @@
 """What the suite looks at on the host: processes, temporary directories, servers a
-sandbox must not reach, and files it must not read. Linux ``/proc`` based."""
+sandbox must not reach, and files it must not read. Linux ``/proc`` based. Also what a
+provider's own failure tests need: a host process to kill (:func:`host_script`) and a
+bounded wait for what follows (:func:`wait_until`)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,14 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +117,49 @@ def host_tmpdir() -> str:
     directories, its relay's socket directory, which a long ``TMPDIR`` would move to
     ``/tmp``). The test removes it afterwards."""
     return tempfile.mkdtemp(prefix="rlm-h-", dir="/tmp" if os.path.isdir("/tmp") else None)
+
+
+@contextlib.contextmanager
+def host_script(script: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """Run the Python ``script`` (with ``args``) as a host process a test may kill: in a
+    session of its own, stdin empty, stdout and stderr text pipes, and ``TMPDIR`` a new
+    :func:`host_tmpdir`. Afterwards its process group is killed (whatever of it still
+    runs), its pipes closed, and the directory removed with what a killed host left."""
+    tmp = host_tmpdir()
+    try:
+        host = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "TMPDIR": tmp},
+        )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        yield host
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(host.pid, signal.SIGKILL)
+        host.wait(30)
+        for pipe in (host.stdout, host.stderr):
+            if pipe is not None:
+                pipe.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wait_until(condition: Callable[[], object], bound: float, every: float = 0.1) -> bool:
+    """Ask ``condition`` every ``every`` seconds for up to ``bound`` seconds, and once
+    more at the end: whether it came true."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return bool(condition())
 
 
 def _unix_socket_paths() -> set[str]:

@@ -9,20 +9,34 @@ command line names the venv's directory may still run.
         wheels = venv.build_wheels("", "plugins/rlm-modal")   # paths inside the checkout
         venv.install("--find-links", str(wheels), "rlm-core", "rlm-modal")
         venv.run("rlm", "environments")
+
+:func:`plugins_venv` does that for plugins of rlm-core's checkout (``plugins/rlm-NAME``),
+and :func:`require_wheels` skips a test whose wheelhouse lacks what it installs. Two
+scripts check an installed plugin from the inside: :func:`listing_script` (``rlm
+environments`` lists it without importing its SDK; :meth:`Listing.parse` reads what it
+printed) and :func:`completion_script` (``RLM(environment=NAME)`` runs a completion;
+:func:`printed` reads it).
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import pytest
 
 SETTLE = 30.0
 """Seconds the venv's processes may take to end after the command that started them."""
@@ -196,3 +210,133 @@ def _ignored(directory: str, names: list[str]) -> set[str]:
         or n.endswith(".egg-info")
         or (Path(directory) / n / "pyvenv.cfg").exists()
     }
+
+
+def require_wheels(wheelhouse: Path, *names: str, hint: str = "") -> None:
+    """Skip the calling test unless ``wheelhouse`` holds a wheel of each distribution
+    ``names`` (as its wheel files spell it: ``prime_sandboxes``); under ``CI=true`` fail
+    it instead, so a CI job cannot pass by installing nothing. ``hint``: how to fill it."""
+    missing = [name for name in names if not any(wheelhouse.glob(f"{name}-*.whl"))]
+    if missing:
+        reason = f"no wheel of {missing} in {wheelhouse}" + (f": {hint}" if hint else "")
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def plugins_venv(checkout: Path, wheelhouse: Path, *plugins: str) -> Iterator[FreshVenv]:
+    """A fresh venv in which ``pip install rlm-core rlm-NAME ...`` ran for each of
+    ``plugins``, with the wheels of rlm-core and of the plugins (``plugins/rlm-NAME``)
+    built from ``checkout`` and everything else from ``wheelhouse``. After the block,
+    whatever its commands left in the venv's ``TMPDIR`` is a :class:`VenvError`."""
+    with FreshVenv.create(wheelhouse, checkout) as venv:
+        wheels = venv.build_wheels("", *(f"plugins/rlm-{name}" for name in plugins))
+        venv.install("--find-links", str(wheels), "rlm-core", *(f"rlm-{n}" for n in plugins))
+        yield venv
+        left = venv.leftovers()
+        if left:
+            raise VenvError(f"commands left files in the venv's TMPDIR: {left}")
+
+
+_LISTING = """
+import sys
+from rlm_core.cli import main
+code = main(["environments"])
+print("sdks loaded:", sorted({{name.split(".")[0] for name in sys.modules}} & {sdks!r}))
+raise SystemExit(code)
+"""
+
+
+def listing_script(sdks: Iterable[str]) -> str:
+    """Python code that prints ``rlm environments`` (its exit status is the script's),
+    then ``sdks loaded: [...]``: which of the packages ``sdks`` (top-level import names)
+    the listing imported. A plugin imports its SDK only when its environment is used."""
+    return _LISTING.format(sdks=set(sdks))
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One row of ``rlm environments``."""
+
+    name: str
+    distribution: str
+    version: str
+    capabilities: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What :func:`listing_script` printed: the environments listed, by name, and the
+    SDK packages the listing imported."""
+
+    rows: dict[str, Listed]
+    sdks_loaded: list[str]
+
+    @classmethod
+    def parse(cls, output: str) -> Listing:
+        """Read the script's output (``rlm environments`` columns are two spaces apart;
+        an environment listed twice, or no ``sdks loaded`` line, is an ``AssertionError``)."""
+        rows: dict[str, Listed] = {}
+        loaded: list[str] | None = None
+        for line in output.splitlines():
+            if line.startswith("sdks loaded: "):
+                loaded = ast.literal_eval(line.removeprefix("sdks loaded: "))
+                continue
+            cells = re.split(r"\s{2,}", line.strip())
+            if len(cells) < 3 or cells[0] == "NAME" or cells[0].startswith("-"):
+                continue
+            if cells[0] in rows:
+                raise AssertionError(f"{cells[0]} is listed twice:\n{output[-5000:]}")
+            claims = cells[3].split(", ") if len(cells) > 3 else []
+            rows[cells[0]] = Listed(cells[0], cells[1], cells[2], frozenset(claims))
+        if loaded is None:
+            raise AssertionError(f"the listing script did not finish:\n{output[-5000:]}")
+        return cls(rows, loaded)
+
+
+def list_environments(sdks: Iterable[str], python: str = sys.executable) -> Listing:
+    """Run :func:`listing_script` with ``python`` (this interpreter by default): the
+    listing, which must succeed (``AssertionError`` otherwise)."""
+    done = subprocess.run(
+        [python, "-c", listing_script(sdks)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return Listing.parse(done.stdout)
+
+
+_COMPLETION = """
+import rlm_core
+from rlm_core import RLM
+from rlm_core.environments import shipping  # only this project's rlm-core has it
+
+cell = "answer.update(content=str(len(context)), ready=True)"
+rlm = RLM(
+    backend="scripted",
+    backend_kwargs={{"responses": [f"```repl\\n{{cell}}\\n```"]}},
+    environment={environment!r},
+    environment_kwargs={settings!r},
+)
+try:
+    print("answer:", rlm.completion("twelve chars").response)
+finally:
+    rlm.close()
+print("core:", rlm_core.__file__)
+"""
+
+
+def completion_script(environment: str, settings: Mapping[str, Any] | None = None) -> str:
+    """Python code that runs one completion on the environment registered as
+    ``environment`` (with ``settings``), the scripted backend answering with one cell
+    that sets the answer to the context's length; then prints ``answer: 12`` and ``core:``
+    with the path of the ``rlm_core`` that ran (which must be rlm-core's: the script
+    imports a module only it has)."""
+    return _COMPLETION.format(environment=environment, settings=dict(settings or {}))
+
+
+def printed(output: str) -> dict[str, str]:
+    """The ``key: value`` lines of a script's output, by key (the last one wins)."""
+    return dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import email.parser
-import email.policy
 import fcntl
 import itertools
 import json
@@ -56,6 +54,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from rlm_conformance import fakes
+from rlm_conformance.fake_http import HTTPError, form_parts
+from rlm_conformance.fake_service import SandboxTable
 from rlm_conformance.fakes import HOME, IMAGE, FakeSandbox
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import (
@@ -84,15 +84,6 @@ PATHS = {
 }
 """The ``PATH`` of each kind of image: session commands get it in their environment, and
 the PTY's login shell from ``~/.profile`` (the machine's ``/etc/profile`` resets it)."""
-
-
-class HTTPError(Exception):
-    """An error answer of the fake (``status`` and a message)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # -- sandboxes --------------------------------------------------------------------------------
@@ -186,7 +177,8 @@ class FakeDaytona:
         """The base URL the SDK is told for the toolbox (default: :attr:`url`); a test
         proxy between the SDK and the fake sets its own."""
         self.snapshots: dict[str, str] = {}
-        self.sandboxes: dict[str, Sandbox] = {}
+        self._lock = threading.RLock()
+        self.sandboxes: SandboxTable[Sandbox] = SandboxTable(self._lock)
         self.ended: dict[str, str] = {}
         """Why each sandbox ended: ``deleted``, ``ttl`` or ``auto-stop``."""
         self.stopped: list[str] = []
@@ -201,9 +193,7 @@ class FakeDaytona:
         self.upload_error: tuple[int, str] | None = None
         """When set, ``POST /files/bulk-upload`` answers with that error."""
         self.on_create: Callable[[], object] | None = None
-        self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._ending: set[str] = set()
         self._server: _Server | None = None
         self._stopped = threading.Event()
 
@@ -244,9 +234,7 @@ class FakeDaytona:
     def _reap(self) -> None:
         while not self._stopped.wait(0.05):
             now = time.monotonic()
-            with self._lock:
-                sandboxes = list(self.sandboxes.values())
-            for sandbox in sandboxes:
+            for sandbox in self.sandboxes.running():
                 ttl = sandbox.body.get("ttlMinutes") or 0
                 stop = sandbox.body.get("autoStopInterval")
                 stop = 15 if stop is None else stop
@@ -272,23 +260,16 @@ class FakeDaytona:
 
     def live(self) -> list[str]:
         """Ids of the sandboxes not yet destroyed (started or stopped)."""
-        with self._lock:
-            return sorted(self.sandboxes)
+        return self.sandboxes.ids()
 
     def destroy(self, sandbox_id: str, reason: str) -> bool:
         """Destroy a sandbox (every process in it); ``False`` if there was none."""
-        with self._lock:
-            sandbox = self.sandboxes.get(sandbox_id)
-            if sandbox is None or sandbox_id in self._ending:
-                return False
-            self._ending.add(sandbox_id)
-        sandbox.box.kill()  # listed until its processes and files are gone
-        with self._lock:
-            self.sandboxes.pop(sandbox_id, None)
-            self._ending.discard(sandbox_id)
+
+        def record(sandbox: Sandbox) -> None:
             sandbox.state = "destroyed"
             self.ended[sandbox_id] = reason
-        return True
+
+        return self.sandboxes.end(sandbox_id, record)
 
     def _sandbox(self, sandbox_id: str, activity: bool = True) -> Sandbox:
         with self._lock:
@@ -467,11 +448,9 @@ class FakeDaytona:
             raise HTTPError(404, f"no toolbox route {method} {path}")
 
     def _upload(self, sandbox: Sandbox, ctype: str, body: bytes) -> None:
-        head = f"Content-Type: {ctype}\r\n\r\n".encode()
-        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
         paths: dict[str, str] = {}
         files: dict[str, bytes] = {}
-        for part in message.iter_parts():
+        for part in form_parts(ctype, body):
             name = str(part.get_param("name", header="content-disposition"))
             payload = part.get_payload(decode=True) or b""
             if name.endswith(".path"):

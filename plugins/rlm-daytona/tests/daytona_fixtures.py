@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import pytest
 from daytona_fake import FakeDaytona
+from rlm_conformance import fake_service
 
 MINUTE = 2.0
 """Seconds a minute of the fake's lifetimes lasts in these tests."""
@@ -20,18 +20,8 @@ QUICK = {"lease_interval": 0.5}
 def serving(minute: float = MINUTE) -> Iterator[FakeDaytona]:
     """A started fake, with ``DAYTONA_*`` set in ``os.environ`` (host subprocesses inherit
     them) while it runs; every sandbox is destroyed and the variables restored afterwards."""
-    fake = FakeDaytona(minute=minute).start()
-    saved = {key: os.environ.get(key) for key in fake.environ()}
-    os.environ.update(fake.environ())
-    try:
+    with fake_service.serving(FakeDaytona(minute=minute)) as fake:
         yield fake
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        fake.stop()
 
 
 @pytest.fixture

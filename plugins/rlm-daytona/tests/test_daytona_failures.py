@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import _thread
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import textwrap
-import time
-from collections.abc import Callable
 
 import pytest
 from daytona_fake import FakeDaytona
 from daytona_fixtures import QUICK, fake_daytona  # noqa: F401  (a fixture)
 from rlm_conformance.doubles import RecordingSubcalls
-from rlm_conformance.probes import host_tmpdir
+from rlm_conformance.probes import host_script, wait_until
 from rlm_daytona.environment import DaytonaEnvironment
 
 from rlm_core import SandboxError
@@ -31,15 +26,6 @@ def start(**settings: object) -> DaytonaEnvironment:
     env = DaytonaEnvironment(**{**QUICK, **settings})  # type: ignore[arg-type]
     env.start(Session(subcalls=RecordingSubcalls()))
     return env
-
-
-def wait_until(condition: Callable[[], object], bound: float) -> bool:
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 def test_create_fails(fake_daytona: FakeDaytona) -> None:  # noqa: F811
@@ -154,34 +140,12 @@ HOST = textwrap.dedent(
 )
 
 
-def run_host(mode: str, then: str, tmp: object) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", HOST, mode, then],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "TMPDIR": str(tmp)},  # what a killed host leaves is here
-    )
-
-
-def stop_host(host: subprocess.Popen[str]) -> None:
-    if host.poll() is None:
-        os.killpg(host.pid, signal.SIGKILL)
-        host.wait(30)
-    for pipe in (host.stdout, host.stderr):
-        if pipe is not None:
-            pipe.close()
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_host_killed_mid_cell(fake_daytona: FakeDaytona, mode: str) -> None:  # noqa: F811
     """SIGKILL the host in the middle of a cell: the activity refreshes stop, and the fake
     stops the ephemeral sandbox (so deletes it) at its auto-stop interval, well before the
     agent's 60 s heartbeat watchdog would act."""
-    tmp = host_tmpdir()  # removed below, with what the killed host left there
-    host = run_host(mode, "cell", tmp)
-    try:
+    with host_script(HOST, mode, "cell") as host:
         assert host.stdout is not None
         sandbox_id = host.stdout.readline().strip()
         assert sandbox_id in fake_daytona.live(), host.stderr.read() if host.stderr else ""
@@ -193,25 +157,17 @@ def test_host_killed_mid_cell(fake_daytona: FakeDaytona, mode: str) -> None:  # 
         assert wait_until(lambda: sandbox_id not in fake_daytona.live(), 30)
         assert fake_daytona.ended == {sandbox_id: "auto-stop"}
         assert box.killed and not box.root.exists()
-    finally:
-        stop_host(host)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_host_exits_without_close(fake_daytona: FakeDaytona, mode: str) -> None:  # noqa: F811
     """A host that exits without close(): its WebSockets are closed, so the interpreter
     does not wait on the SDK's reader threads, and its exit handler deletes the sandbox."""
-    tmp = host_tmpdir()
-    host = run_host(mode, "exit", tmp)
-    try:
+    with host_script(HOST, mode, "exit") as host:
         out, err = host.communicate(timeout=60)
         assert host.returncode == 0, err
         assert fake_daytona.ended == {out.strip(): "deleted"}
         assert fake_daytona.live() == []
-    finally:
-        stop_host(host)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_max_lifetime_is_the_ttl(fake_daytona: FakeDaytona) -> None:  # noqa: F811

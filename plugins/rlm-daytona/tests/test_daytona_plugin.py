@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import pytest
 from daytona_fake import FakeDaytona
 from daytona_fixtures import QUICK, fake_daytona  # noqa: F401  (a fixture)
 from rlm_conformance.doubles import RecordingSubcalls, Script, finish
+from rlm_conformance.venvs import list_environments
 from rlm_daytona.environment import DaytonaEnvironment
 from rlm_daytona.launcher import DaytonaLauncher, client
 
@@ -26,21 +25,10 @@ def test_registered_under_its_entry_point_name() -> None:
 
 
 def test_listing_does_not_import_the_sdk() -> None:
-    code = (
-        "import io, sys\n"
-        "from rlm_core.cli import main\n"
-        "out = io.StringIO()\n"
-        "main(['environments'], stdout=out)\n"
-        "print(out.getvalue())\n"
-        "print('SDK', sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('daytona', 'daytona_api_client', 'daytona_toolbox_api_client')))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    line = next(line for line in done.stdout.splitlines() if line.startswith("daytona "))
-    assert "rlm-daytona" in line and ISOLATED in line
-    assert done.stdout.rstrip().endswith("SDK []")
+    listing = list_environments(["daytona", "daytona_api_client", "daytona_toolbox_api_client"])
+    row = listing.rows["daytona"]
+    assert row.distribution == "rlm-daytona" and ISOLATED in row.capabilities
+    assert listing.sdks_loaded == []
 
 
 def started(**settings: object) -> DaytonaEnvironment:

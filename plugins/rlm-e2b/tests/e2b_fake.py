@@ -25,23 +25,17 @@ fake image's ``python3`` with them). :meth:`FakeE2B.add_template` adds one direc
 from __future__ import annotations
 
 import contextlib
-import email.parser
-import email.policy
 import itertools
 import json
 import os
-import queue
-import re
 import secrets
-import socketserver
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+from typing import Any
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -49,6 +43,21 @@ from e2b.envd.client_shared import ENVD_JSON_CODEC
 from e2b.envd.process import process_pb
 from e2b.envd.process.process_connect import ProcessWSGIApplication
 from protobuf import Oneof
+from rlm_conformance.fake_http import (
+    Environ,
+    HTTPError,
+    Route,
+    StartResponse,
+    ThreadedWSGIServer,
+    dispatch,
+    drain,
+    form_parts,
+    reply,
+    request_body,
+    request_json,
+    serve,
+)
+from rlm_conformance.fake_service import SandboxTable, output_chunks
 from rlm_conformance.fakes import HOME, IMAGE, FakeSandbox
 
 ENVD_VERSION = "0.5.7"
@@ -61,9 +70,6 @@ PROFILES = {
     "system": "",  # the host's python3, which has no grpcio
     "none": "export PATH=/nonexistent\n",  # no python3 at all
 }
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
 
 
 @dataclass
@@ -113,8 +119,8 @@ class FakeE2B:
     def __init__(self) -> None:
         self.api_key = "e2b_" + secrets.token_hex(20)
         self.templates: dict[str, Template] = {}
-        self.sandboxes: dict[str, Sandbox] = {}
-        self._ending: set[str] = set()
+        self._lock = threading.RLock()
+        self.sandboxes: SandboxTable[Sandbox] = SandboxTable(self._lock)
         self.killed: list[str] = []
         """Ids of sandboxes killed, in order (by the API or by their timeout)."""
         self.reaped: list[str] = []
@@ -126,10 +132,9 @@ class FakeE2B:
         self.create_error: tuple[int, str] | None = None
         self.create_delay = 0.0
         self.on_create: Callable[[], object] | None = None
-        self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._pids = itertools.count(100)
-        self._server: _Server | None = None
+        self._server: ThreadedWSGIServer | None = None
         self._stopped = threading.Event()
         self._envd = ProcessWSGIApplication(_ProcessService(self), codecs=[ENVD_JSON_CODEC])
         self.add_template("base", python="system")
@@ -139,9 +144,7 @@ class FakeE2B:
 
     def start(self) -> FakeE2B:
         """Serve on a free loopback port; a reaper thread enforces sandbox timeouts."""
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.set_app(self._app)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(self._app)
         threading.Thread(target=self._reap, daemon=True).start()
         return self
 
@@ -149,8 +152,7 @@ class FakeE2B:
     def url(self) -> str:
         """The base URL of both the REST API and envd."""
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def environ(self) -> dict[str, str]:
         """The environment variables that point the SDK at this fake."""
@@ -159,19 +161,15 @@ class FakeE2B:
     def stop(self) -> None:
         """Kill every sandbox and stop serving."""
         self._stopped.set()
-        with self._lock:
-            ids = list(self.sandboxes)
-        for sandbox_id in ids:
+        for sandbox_id in self.live():
             self.kill(sandbox_id)
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
     def _reap(self) -> None:
         while not self._stopped.wait(0.1):
             now = time.monotonic()
-            with self._lock:
-                due = [s.sandbox_id for s in self.sandboxes.values() if s.ends_at <= now]
+            due = [s.sandbox_id for s in self.sandboxes.running() if s.ends_at <= now]
             for sandbox_id in due:
                 self.kill(sandbox_id, reaped=True)
 
@@ -195,34 +193,27 @@ class FakeE2B:
 
     def live(self) -> list[str]:
         """Ids of the sandboxes still running."""
-        with self._lock:
-            return sorted(self.sandboxes)
+        return self.sandboxes.ids()
 
     def kill(self, sandbox_id: str, reaped: bool = False) -> bool:
         """Kill a sandbox (every process in it); ``False`` if there was none. ``reaped``:
         killed because its timeout passed."""
-        with self._lock:
-            sandbox = self.sandboxes.get(sandbox_id)
-            if sandbox is None or sandbox_id in self._ending:
-                return False
-            self._ending.add(sandbox_id)
-        sandbox.box.kill()  # listed as running until its processes and files are gone
-        with self._lock:
-            self.sandboxes.pop(sandbox_id, None)
-            self._ending.discard(sandbox_id)
+
+        def record(sandbox: Sandbox) -> None:
             self.killed.append(sandbox_id)
             if reaped:
                 self.reaped.append(sandbox_id)
-        return True
+
+        return self.sandboxes.end(sandbox_id, record)
 
     def sandbox(self, environ: Environ) -> Sandbox:
         """The sandbox an envd request is for (by ``E2b-Sandbox-Id``, token checked)."""
         with self._lock:
             sandbox = self.sandboxes.get(environ.get("HTTP_E2B_SANDBOX_ID", ""))
         if sandbox is None:
-            raise _HTTPError(502, "sandbox not found")
+            raise HTTPError(502, "sandbox not found")
         if not secrets.compare_digest(environ.get("HTTP_X_ACCESS_TOKEN", ""), sandbox.token):
-            raise _HTTPError(401, "invalid access token")
+            raise HTTPError(401, "invalid access token")
         return sandbox
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -237,23 +228,18 @@ class FakeE2B:
                 if path.startswith("/process.Process/"):
                     return self._envd(environ, start_response)
                 if (method, path) == ("GET", "/health"):
-                    return _reply(start_response, 204, None)
+                    return reply(start_response, 204, None)
                 if (method, path) == ("POST", "/files"):
-                    return _reply(start_response, 200, self._upload(sandbox, environ))
-                raise _HTTPError(404, f"no envd route {method} {path}")
+                    return reply(start_response, 200, self._upload(sandbox, environ))
+                raise HTTPError(404, f"no envd route {method} {path}")
             if environ.get("HTTP_X_API_KEY") != self.api_key:
-                raise _HTTPError(401, "Invalid API key")
-            for (verb, pattern), handler in self._routes().items():
-                match = re.fullmatch(pattern, path)
-                if verb == method and match:
-                    status, body = handler(environ, *match.groups())
-                    return _reply(start_response, status, body)
-            raise _HTTPError(404, f"no route {method} {path}")
-        except _HTTPError as exc:
-            _drain(environ)
-            return _reply(start_response, exc.status, {"code": exc.status, "message": exc.message})
+                raise HTTPError(401, "Invalid API key")
+            return dispatch(self._routes(), environ, start_response)
+        except HTTPError as exc:
+            drain(environ)
+            return reply(start_response, exc.status, {"code": exc.status, "message": exc.message})
 
-    def _routes(self) -> dict[tuple[str, str], Callable[..., tuple[int, Any]]]:
+    def _routes(self) -> dict[tuple[str, str], Route]:
         return {
             ("POST", "/v2/sandboxes"): self._create,
             ("GET", "/v2/sandboxes"): self._list,
@@ -268,12 +254,12 @@ class FakeE2B:
     # -- REST: sandboxes ------------------------------------------------------------------------
 
     def _create(self, environ: Environ) -> tuple[int, Any]:
-        body = _json(environ)
+        body = request_json(environ)
         if self.create_error is not None:
-            raise _HTTPError(*self.create_error)
+            raise HTTPError(*self.create_error)
         template = self.template(str(body.get("templateID", "")))
         if template is None:
-            raise _HTTPError(404, f"template '{body.get('templateID')}' not found")
+            raise HTTPError(404, f"template '{body.get('templateID')}' not found")
         sandbox_id = f"fake{next(self._ids)}{secrets.token_hex(4)}"
         box = FakeSandbox(
             sandbox_id,
@@ -311,10 +297,8 @@ class FakeE2B:
             urllib.parse.unquote(key): urllib.parse.unquote(value)
             for key, value in urllib.parse.parse_qsl(query.get("metadata", [""])[0])
         }
-        with self._lock:
-            sandboxes = list(self.sandboxes.values())
         listed = []
-        for sandbox in sandboxes:
+        for sandbox in self.sandboxes.running():
             if all(sandbox.metadata.get(key) == value for key, value in wanted.items()):
                 left = timedelta(seconds=max(0.0, sandbox.ends_at - time.monotonic()))
                 listed.append(
@@ -336,15 +320,15 @@ class FakeE2B:
 
     def _delete(self, environ: Environ, sandbox_id: str) -> tuple[int, Any]:
         if not self.kill(sandbox_id):
-            raise _HTTPError(404, f"sandbox '{sandbox_id}' not found")
+            raise HTTPError(404, f"sandbox '{sandbox_id}' not found")
         return 204, None
 
     def _set_timeout(self, environ: Environ, sandbox_id: str) -> tuple[int, Any]:
-        timeout = int(_json(environ)["timeout"])
+        timeout = int(request_json(environ)["timeout"])
         with self._lock:
             sandbox = self.sandboxes.get(sandbox_id)
             if sandbox is None:
-                raise _HTTPError(404, f"sandbox '{sandbox_id}' not found")
+                raise HTTPError(404, f"sandbox '{sandbox_id}' not found")
             sandbox.ends_at = time.monotonic() + timeout
         return 204, None
 
@@ -353,11 +337,11 @@ class FakeE2B:
     def _alias(self, environ: Environ, name: str) -> tuple[int, Any]:
         template = self.template(urllib.parse.unquote(name))
         if template is None:
-            raise _HTTPError(404, f"template '{name}' not found")
+            raise HTTPError(404, f"template '{name}' not found")
         return 200, {"templateID": template.template_id, "public": False}
 
     def _request_build(self, environ: Environ) -> tuple[int, Any]:
-        body = _json(environ)
+        body = request_json(environ)
         name = str(body["name"]).split(":", 1)[0]
         sizes = {"cpu_count": body.get("cpuCount", 2), "memory_mb": body.get("memoryMB", 512)}
         template = self.add_template(name, python="none", **sizes)
@@ -373,7 +357,7 @@ class FakeE2B:
         }
 
     def _trigger_build(self, environ: Environ, template_id: str, build: str) -> tuple[int, Any]:
-        steps = json.dumps(_json(environ).get("steps", []))
+        steps = json.dumps(request_json(environ).get("steps", []))
         with self._lock:
             template = self.templates[template_id]
             # What the steps install decides what the fake's image gives the template.
@@ -394,13 +378,11 @@ class FakeE2B:
 
     def _upload(self, sandbox: Sandbox, environ: Environ) -> list[dict[str, str]]:
         query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
-        body = _body(environ)
+        body = request_body(environ)
         ctype = environ.get("CONTENT_TYPE", "")
         files: list[tuple[str, bytes]] = []
         if ctype.startswith("multipart/form-data"):
-            head = f"Content-Type: {ctype}\r\n\r\n".encode()
-            message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-            for part in message.iter_parts():
+            for part in form_parts(ctype, body):
                 name = query.get("path", [part.get_filename() or ""])[0]
                 files.append((name, part.get_payload(decode=True) or b""))
         else:
@@ -410,48 +392,6 @@ class FakeE2B:
             sandbox.box.write_file(path, data)
             written.append({"name": os.path.basename(path), "type": "file", "path": path})
         return written
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content"}
-
-
-def _reply(start_response: StartResponse, status: int, body: Any) -> list[bytes]:
-    data = b"" if body is None else json.dumps(body).encode()
-    headers = [("Content-Length", str(len(data)))]
-    if body is not None:
-        headers.append(("Content-Type", "application/json"))
-    start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
-    return [data]
-
-
-def _body(environ: Environ) -> bytes:
-    """The request's body (read once; an empty one when it has none)."""
-    if "fake.body" not in environ:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        stream: BinaryIO = environ["wsgi.input"]
-        if length:
-            environ["fake.body"] = stream.read(length)
-        else:
-            environ["fake.body"] = stream.read()
-    body: bytes = environ["fake.body"]
-    return body
-
-
-def _drain(environ: Environ) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        _body(environ)
-
-
-def _json(environ: Environ) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(_body(environ) or b"{}")
-    return data
 
 
 # -- envd's process service ---------------------------------------------------------------------
@@ -495,19 +435,7 @@ class _ProcessService:
         yield process_pb.StartResponse(
             event=_event("start", process_pb.ProcessEvent.StartEvent(pid=process.pid))
         )
-        chunks: queue.SimpleQueue[tuple[str, bytes] | None] = queue.SimpleQueue()
-        readers = [
-            threading.Thread(target=_pump, args=(popen.stdout, "stdout", chunks), daemon=True),
-            threading.Thread(target=_pump, args=(popen.stderr, "stderr", chunks), daemon=True),
-        ]
-        for reader in readers:
-            reader.start()
-        open_pipes = 2
-        while open_pipes:
-            item = chunks.get()
-            if item is None:
-                open_pipes -= 1
-                continue
+        for item in output_chunks(popen):
             data = process_pb.ProcessEvent.DataEvent(output=Oneof(*item))  # type: ignore[arg-type]
             yield process_pb.StartResponse(event=_event("data", data))
         code = popen.wait()
@@ -555,90 +483,3 @@ class _ProcessService:
 
     def update(self, request: Any, ctx: Any) -> Any:
         raise ConnectError(Code.UNIMPLEMENTED, "the fake has no PTYs")
-
-
-def _pump(pipe: BinaryIO, kind: str, chunks: queue.SimpleQueue[tuple[str, bytes] | None]) -> None:
-    try:
-        while chunk := os.read(pipe.fileno(), 1 << 16):
-            chunks.put((kind, chunk))
-    except (OSError, ValueError):
-        pass
-    finally:
-        chunks.put(None)
-
-
-# -- the HTTP server: wsgiref, threaded, with chunked request bodies -------------------------------
-
-
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    block_on_close = False
-
-
-class _Chunked:
-    """A reader of an HTTP/1.1 chunked request body (wsgiref reads only sized ones)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._left = 0
-        self._done = False
-
-    def read(self, size: int = -1) -> bytes:
-        out = bytearray()
-        while not self._done and (size < 0 or len(out) < size):
-            if self._left == 0:
-                line = self._raw.readline()
-                self._left = int(line.split(b";")[0].strip() or b"0", 16)
-                if self._left == 0:
-                    while self._raw.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    self._done = True
-                    break
-            want = self._left if size < 0 else min(self._left, size - len(out))
-            data = self._raw.read(want)
-            if not data:
-                self._done = True
-                break
-            out += data
-            self._left -= len(data)
-            if self._left == 0:
-                self._raw.readline()
-        return bytes(out)
-
-    def readline(self, size: int = -1) -> bytes:
-        return self.read(size)
-
-
-class _Sized:
-    """A request body of known length (reading past it would wait for the next request)."""
-
-    def __init__(self, raw: BinaryIO, length: int) -> None:
-        self._raw = raw
-        self._left = length
-
-    def read(self, size: int = -1) -> bytes:
-        want = self._left if size < 0 else min(size, self._left)
-        data = self._raw.read(want) if want else b""
-        self._left -= len(data)
-        return data
-
-    def readline(self, size: int = -1) -> bytes:
-        return self.read(size)
-
-
-class _Handler(WSGIRequestHandler):
-    def handle(self) -> None:
-        self.raw_requestline = self.rfile.readline(65537)
-        if not self.raw_requestline or not self.parse_request():
-            return
-        stdin: Any = _Sized(self.rfile, int(self.headers.get("Content-Length") or 0))
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            stdin = _Chunked(self.rfile)
-        handler = ServerHandler(
-            stdin, self.wfile, self.get_stderr(), self.get_environ(), multithread=True
-        )
-        handler.request_handler = self  # type: ignore[attr-defined]
-        handler.run(self.server.get_app())  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import pytest
 from e2b_fake import FakeE2B
+from rlm_conformance import fake_service
 
 
 @contextlib.contextmanager
@@ -16,20 +16,9 @@ def serving() -> Iterator[FakeE2B]:
     them) while it runs; every sandbox is killed and the variables restored afterwards."""
     from rlm_e2b import template
 
-    fake = FakeE2B().start()
-    saved = {key: os.environ.get(key) for key in fake.environ()}
-    os.environ.update(fake.environ())
-    template._known.clear()  # templates are per account: this fake has none built yet
-    try:
+    # Templates are per account: this fake has none built yet.
+    with fake_service.serving(FakeE2B(), reset=template._known.clear) as fake:
         yield fake
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        template._known.clear()
-        fake.stop()
 
 
 @pytest.fixture

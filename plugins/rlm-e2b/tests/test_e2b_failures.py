@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import _thread
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
 from e2b_fake import FakeE2B
 from e2b_fixtures import fake_e2b  # noqa: F401  (a fixture)
 from rlm_conformance.doubles import RecordingSubcalls
-from rlm_conformance.probes import host_tmpdir
+from rlm_conformance.probes import host_script, wait_until
 from rlm_e2b.environment import E2BEnvironment
 
 from rlm_core import SandboxError
@@ -28,15 +24,6 @@ def start(**settings: object) -> E2BEnvironment:
     env = E2BEnvironment(**settings)  # type: ignore[arg-type]
     env.start(Session(subcalls=RecordingSubcalls()))
     return env
-
-
-def wait_until(condition: object, bound: float) -> bool:
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return bool(condition())  # type: ignore[operator]
 
 
 def test_create_fails(fake_e2b: FakeE2B) -> None:  # noqa: F811
@@ -112,16 +99,7 @@ HOST = textwrap.dedent(
 def test_host_killed_mid_cell(fake_e2b: FakeE2B) -> None:  # noqa: F811
     """SIGKILL the host in the middle of a cell: the lease stops, and the fake reaps the
     sandbox at its timeout (well before the agent's 60 s heartbeat watchdog would act)."""
-    tmp = host_tmpdir()  # removed below, with what the killed host left there
-    host = subprocess.Popen(
-        [sys.executable, "-c", HOST],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "TMPDIR": str(tmp)},  # what a killed host leaves is here
-    )
-    try:
+    with host_script(HOST) as host:
         assert host.stdout is not None
         sandbox_id = host.stdout.readline().strip()
         assert sandbox_id in fake_e2b.live(), host.stderr.read() if host.stderr else ""
@@ -132,14 +110,6 @@ def test_host_killed_mid_cell(fake_e2b: FakeE2B) -> None:  # noqa: F811
         assert wait_until(lambda: sandbox_id not in fake_e2b.live(), 30)
         assert fake_e2b.reaped == [sandbox_id]
         assert wait_until(lambda: all(p.popen.poll() is not None for p in processes), 30)
-    finally:
-        if host.poll() is None:
-            os.killpg(host.pid, signal.SIGKILL)
-            host.wait(30)
-        for pipe in (host.stdout, host.stderr):
-            if pipe is not None:
-                pipe.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_max_lifetime_is_the_servers_timeout(fake_e2b: FakeE2B) -> None:  # noqa: F811

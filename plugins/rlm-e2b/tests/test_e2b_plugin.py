@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 
 import pytest
 from e2b_fake import FakeE2B
 from e2b_fixtures import fake_e2b  # noqa: F401  (a fixture)
 from rlm_conformance.doubles import RecordingSubcalls, Script, finish
+from rlm_conformance.venvs import list_environments
 from rlm_e2b.environment import E2BEnvironment
 from rlm_e2b.launcher import E2BLauncher
 
@@ -27,20 +26,10 @@ def test_registered_under_its_entry_point_name() -> None:
 
 
 def test_listing_does_not_import_the_sdk() -> None:
-    code = (
-        "import io, sys\n"
-        "from rlm_core.cli import main\n"
-        "out = io.StringIO()\n"
-        "main(['environments'], stdout=out)\n"
-        "print(out.getvalue())\n"
-        "print('SDK', sorted(m for m in sys.modules if m == 'e2b' or m.startswith('e2b.')))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    line = next(line for line in done.stdout.splitlines() if line.startswith("e2b "))
-    assert "rlm-e2b" in line and ISOLATED in line
-    assert done.stdout.rstrip().endswith("SDK []")
+    listing = list_environments(["e2b"])
+    row = listing.rows["e2b"]
+    assert row.distribution == "rlm-e2b" and ISOLATED in row.capabilities
+    assert listing.sdks_loaded == []
 
 
 def test_egress_off_by_default_claims_network_off(fake_e2b: FakeE2B) -> None:  # noqa: F811

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from modal_fake import ModalFake
+from rlm_conformance.fake_service import environment
 
 LEAK_BOUND = 30.0
 """Seconds a test's sandboxes may take to end after it (an orphan's idle timeout)."""
@@ -28,23 +29,22 @@ def fake_service() -> ModalFake:
 
 
 @pytest.fixture
-def modal_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModalFake]:
+def modal_fake() -> Iterator[ModalFake]:
     """The fake service, with ``MODAL_SERVER_URL`` and the token variables pointing at it
     for the test's duration (inherited by host subprocesses). After the test, every
     sandbox it created must end (within :data:`LEAK_BOUND`) and leave no files behind; the
     test fails otherwise."""
     fake = fake_service()
-    for name, value in fake.environ().items():
-        monkeypatch.setenv(name, value)
-    before = set(fake.sandboxes)
-    yield fake
-    unimplemented = list(fake.unimplemented)
-    fake.reset()
-    assert not unimplemented, f"the SDK called RPCs the fake lacks: {unimplemented}"
-    created = set(fake.sandboxes) - before
-    left = fake.wait_gone(created, LEAK_BOUND)
-    for sandbox_id in left:
-        fake.kill(sandbox_id)
-    assert not left, f"sandboxes still running {LEAK_BOUND:g}s after the test: {left}"
-    kept = [i for i in sorted(created) if fake.record(i).box.root.exists()]
-    assert not kept, f"ended sandboxes whose files were left on this machine: {kept}"
+    with environment(fake.environ()):
+        before = set(fake.sandboxes)
+        yield fake
+        unimplemented = list(fake.unimplemented)
+        fake.reset()
+        assert not unimplemented, f"the SDK called RPCs the fake lacks: {unimplemented}"
+        created = set(fake.sandboxes) - before
+        left = fake.wait_gone(created, LEAK_BOUND)
+        for sandbox_id in left:
+            fake.kill(sandbox_id)
+        assert not left, f"sandboxes still running {LEAK_BOUND:g}s after the test: {left}"
+        kept = [i for i in sorted(created) if fake.record(i).box.root.exists()]
+        assert not kept, f"ended sandboxes whose files were left on this machine: {kept}"

@@ -3,11 +3,9 @@ heartbeat watchdog ends the agent, and Modal's idle timeout then ends the sandbo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +14,7 @@ import time
 import pytest
 from modal_fake import ModalFake
 from modal_fixtures import modal_fake  # noqa: F401
-from rlm_conformance.probes import host_tmpdir
+from rlm_conformance.probes import host_script
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,17 +36,7 @@ BOUND = 60.0
 
 
 def test_host_killed_mid_cell(modal_fake: ModalFake) -> None:  # noqa: F811
-    tmp = host_tmpdir()  # removed below, with what the killed host left there
-    host = subprocess.Popen(
-        [sys.executable, "-c", HOST],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TMPDIR": tmp},
-        start_new_session=True,
-    )
-    try:
+    with host_script(HOST) as host:
         assert host.stdout is not None
         ready, _, _ = select.select([host.stdout], [], [], 120)
         assert ready, "the host printed nothing"
@@ -65,11 +53,6 @@ def test_host_killed_mid_cell(modal_fake: ModalFake) -> None:  # noqa: F811
         assert record.result is not None and "idle" in record.result.exception
         for process in modal_fake.processes(sandbox_id):
             assert process.poll() is not None, f"pid {process.pid} is still running"
-    finally:
-        with contextlib.suppress(OSError):
-            os.killpg(host.pid, signal.SIGKILL)
-        host.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 EXITS = """

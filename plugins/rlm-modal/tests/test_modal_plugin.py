@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
-import subprocess
-import sys
 
 import pytest
 from modal_fake import ModalFake
 from modal_fixtures import modal_fake  # noqa: F401
 from modal_proto import api_pb2
 from rlm_conformance.doubles import RecordingSubcalls
+from rlm_conformance.venvs import list_environments
 from rlm_modal import ModalEnvironment
 from rlm_modal.launcher import ModalLauncher
 from rlm_modal.stream import MAX_WRITE
@@ -138,17 +136,7 @@ def test_rlm_cleanup_lists_and_stops_leftovers(modal_fake: ModalFake) -> None:  
 
 
 def test_listing_environments_does_not_import_the_sdk() -> None:
-    script = (
-        "import io, json, sys\n"
-        "from rlm_core.cli import main\n"
-        "out = io.StringIO()\n"
-        "status = main(['environments'], stdout=out, stderr=out)\n"
-        "print(json.dumps([status, out.getvalue(), 'modal' in sys.modules]))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    status, listing, imported = json.loads(done.stdout)
-    assert status == 0 and not imported
-    (line,) = [row for row in listing.splitlines() if row.startswith("modal ")]
-    assert "rlm-modal" in line and "isolated" in line and "timeout" in line
+    listing = list_environments(["modal"])
+    row = listing.rows["modal"]
+    assert row.distribution == "rlm-modal" and {"isolated", "timeout"} <= row.capabilities
+    assert listing.sdks_loaded == []

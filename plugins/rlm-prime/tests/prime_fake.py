@@ -32,17 +32,11 @@ and any image built through the image API whose Dockerfile pip-installs grpcio a
 from __future__ import annotations
 
 import contextlib
-import email.parser
-import email.policy
 import io
 import itertools
-import json
 import os
-import queue
-import re
 import secrets
 import signal
-import socketserver
 import tarfile
 import threading
 import time
@@ -50,8 +44,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+from typing import Any
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -65,6 +58,21 @@ from prime_sandboxes.rpc_command_session import (
     COMMAND_SESSION_SEND_SIGNAL_RPC_METHOD,
     COMMAND_SESSION_START_RPC_METHOD,
 )
+from rlm_conformance.fake_http import (
+    Environ,
+    HTTPError,
+    Route,
+    StartResponse,
+    ThreadedWSGIServer,
+    dispatch,
+    drain,
+    form_parts,
+    reply,
+    request_body,
+    request_json,
+    serve,
+)
+from rlm_conformance.fake_service import SandboxTable, output_chunks
 from rlm_conformance.fakes import HOME, IMAGE, FakeSandbox
 
 PATHS = {
@@ -74,9 +82,6 @@ PATHS = {
 }
 
 SERVICE = "/command_session.CommandSession/"
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
 
 
 def _now() -> str:
@@ -191,7 +196,8 @@ class FakePrime:
         self.minute = minute
         self.api_key = "pit_" + secrets.token_hex(20)
         self.images: dict[str, Image] = {}
-        self.sandboxes: dict[str, Sandbox] = {}
+        self._lock = threading.RLock()
+        self.sandboxes: SandboxTable[Sandbox] = SandboxTable(self._lock)
         self.ended: dict[str, Sandbox] = {}
         """Sandboxes that ended, by id (their ``status`` and ``reason`` say how)."""
         self.killed: list[str] = []
@@ -208,10 +214,8 @@ class FakePrime:
         self.status_on_create = "RUNNING"
         self.upload_error: tuple[int, str] | None = None
         self._uploads: dict[str, bytes] = {}
-        self._lock = threading.RLock()
-        self._ending: set[str] = set()
         self._ids = itertools.count(1)
-        self._server: _Server | None = None
+        self._server: ThreadedWSGIServer | None = None
         self._stopped = threading.Event()
         self._gateway = _CommandSessionApp(self)
         self.add_image("python", "3.12-slim", python="system")
@@ -221,9 +225,7 @@ class FakePrime:
 
     def start(self) -> FakePrime:
         """Serve on a free loopback port; a reaper thread enforces the timeouts."""
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.set_app(self._app)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(self._app)
         threading.Thread(target=self._reap, daemon=True).start()
         return self
 
@@ -231,8 +233,7 @@ class FakePrime:
     def url(self) -> str:
         """The base URL of the REST API (and the gateway, under ``/gateway``)."""
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def environ(self) -> dict[str, str]:
         """The environment variables that point the SDK at this fake."""
@@ -244,15 +245,12 @@ class FakePrime:
         for sandbox_id in self.live():
             self.kill(sandbox_id)
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
     def _reap(self) -> None:
         while not self._stopped.wait(0.05):
             now = time.monotonic()
-            with self._lock:
-                sandboxes = list(self.sandboxes.values())
-            for sandbox in sandboxes:
+            for sandbox in self.sandboxes.running():
                 lifetime = sandbox.request.get("timeout_minutes", 60) * self.minute
                 idle = sandbox.request.get("idle_timeout_minutes")
                 if now - sandbox.created >= lifetime:
@@ -284,36 +282,27 @@ class FakePrime:
 
     def live(self) -> list[str]:
         """Ids of the sandboxes still running."""
-        with self._lock:
-            return sorted(self.sandboxes)
+        return self.sandboxes.ids()
 
     def kill(self, sandbox_id: str, status: str = "TERMINATED", reason: str = "DELETED") -> bool:
         """End a sandbox (every process in it); ``False`` if there was none running.
         ``status``/``reason``: how it ended (``TIMEOUT``, ``IDLE_TIMEOUT``: by the service)."""
-        with self._lock:
-            sandbox = self.sandboxes.get(sandbox_id)
-            if sandbox is None or sandbox_id in self._ending:
-                return False
-            self._ending.add(sandbox_id)
-        sandbox.box.kill()
-        # Listed as running until it has ended and how is recorded: a caller that sees it
-        # gone from live() also sees why.
-        with self._lock:
-            del self.sandboxes[sandbox_id]
-            self._ending.discard(sandbox_id)
+
+        def record(sandbox: Sandbox) -> None:
             sandbox.status, sandbox.reason = status, reason
             self.ended[sandbox_id] = sandbox
             self.killed.append(sandbox_id)
             if reason != "DELETED":
                 self.reaped.append(sandbox_id)
-        return True
+
+        return self.sandboxes.end(sandbox_id, record)
 
     def sandbox(self, sandbox_id: str) -> Sandbox:
         """A sandbox, running or ended, by id (404 if there is none)."""
         with self._lock:
             sandbox = self.sandboxes.get(sandbox_id) or self.ended.get(sandbox_id)
         if sandbox is None:
-            raise _HTTPError(404, f"Sandbox {sandbox_id} not found")
+            raise HTTPError(404, f"Sandbox {sandbox_id} not found")
         return sandbox
 
     def by_token(self, token: str) -> Sandbox | None:
@@ -334,21 +323,16 @@ class FakePrime:
             if gateway:
                 return self._gateway_request(environ, start_response, path)
             if method == "PUT" and path.startswith("/build-context/"):
-                self._uploads[path.rsplit("/", 1)[-1]] = _body(environ)
-                return _reply(start_response, 200, None)
+                self._uploads[path.rsplit("/", 1)[-1]] = request_body(environ)
+                return reply(start_response, 200, None)
             if environ.get("HTTP_AUTHORIZATION") != f"Bearer {self.api_key}":
-                raise _HTTPError(401, "Invalid API key")
-            for (verb, pattern), handler in self._routes().items():
-                match = re.fullmatch(pattern, path)
-                if verb == method and match:
-                    status, body = handler(environ, *match.groups())
-                    return _reply(start_response, status, body)
-            raise _HTTPError(404, f"no route {method} {path}")
-        except _HTTPError as exc:
-            _drain(environ)
-            return _reply(start_response, exc.status, {"detail": exc.message, **exc.extra})
+                raise HTTPError(401, "Invalid API key")
+            return dispatch(self._routes(), environ, start_response)
+        except HTTPError as exc:
+            drain(environ)
+            return reply(start_response, exc.status, {"detail": exc.message, **exc.extra})
 
-    def _routes(self) -> dict[tuple[str, str], Callable[..., tuple[int, Any]]]:
+    def _routes(self) -> dict[tuple[str, str], Route]:
         return {
             ("POST", "/api/v1/sandbox"): self._create,
             ("GET", "/api/v1/sandbox"): self._list,
@@ -366,14 +350,14 @@ class FakePrime:
     # -- REST: sandboxes --------------------------------------------------------------------------
 
     def _create(self, environ: Environ) -> tuple[int, Any]:
-        body = _json(environ)
+        body = request_json(environ)
         if self.create_error is not None:
-            raise _HTTPError(*self.create_error)
+            raise HTTPError(*self.create_error)
         if body.get("vm") is not True:
-            raise _HTTPError(400, "only VM sandboxes are served")
+            raise HTTPError(400, "only VM sandboxes are served")
         image = self.image(str(body.get("docker_image", "")))
         if image is None:
-            raise _HTTPError(400, f"image {body.get('docker_image')!r} not found")
+            raise HTTPError(400, f"image {body.get('docker_image')!r} not found")
         sandbox_id = f"fake{next(self._ids)}{secrets.token_hex(4)}"
         allowlist = body.get("network_allowlist")
         box = FakeSandbox(
@@ -424,10 +408,10 @@ class FakePrime:
 
     def _statuses(self, environ: Environ) -> tuple[int, Any]:
         statuses, errors = [], []
-        for sandbox_id in _json(environ).get("sandbox_ids", []):
+        for sandbox_id in request_json(environ).get("sandbox_ids", []):
             try:
                 sandbox = self.sandbox(sandbox_id)
-            except _HTTPError:
+            except HTTPError:
                 errors.append({"sandbox_id": sandbox_id, "code": "NOT_FOUND", "message": "gone"})
                 continue
             statuses.append(
@@ -444,13 +428,13 @@ class FakePrime:
 
     def _delete(self, environ: Environ, sandbox_id: str) -> tuple[int, Any]:
         if not self.kill(sandbox_id):
-            raise _HTTPError(404, f"Sandbox {sandbox_id} not found")
+            raise HTTPError(404, f"Sandbox {sandbox_id} not found")
         return 200, {"success": True}
 
     def _auth(self, environ: Environ, sandbox_id: str) -> tuple[int, Any]:
         sandbox = self.sandbox(sandbox_id)
         if sandbox.status != "RUNNING":
-            raise _HTTPError(409, f"Sandbox {sandbox_id} is not running")
+            raise HTTPError(409, f"Sandbox {sandbox_id} is not running")
         return 200, self._gateway_auth(environ, sandbox)
 
     # -- REST: images ---------------------------------------------------------------------------
@@ -470,7 +454,7 @@ class FakePrime:
         }
 
     def _request_build(self, environ: Environ) -> tuple[int, Any]:
-        body = _json(environ)
+        body = request_json(environ)
         image = self.add_image(body["image_name"], body.get("image_tag") or "latest", "none")
         image.status, image.build_id = "PENDING", f"build{next(self._ids)}"
         self.builds += 1
@@ -488,14 +472,14 @@ class FakePrime:
             for image in self.images.values():
                 if image.build_id == build_id:
                     return image
-        raise _HTTPError(404, f"build {build_id} not found")
+        raise HTTPError(404, f"build {build_id} not found")
 
     def _start_build(self, environ: Environ, build_id: str) -> tuple[int, Any]:
-        _json(environ)
+        request_json(environ)
         image = self._build(build_id)
         context = self._uploads.get(build_id)
         if context is None:
-            raise _HTTPError(400, "the build context was not uploaded")
+            raise HTTPError(400, "the build context was not uploaded")
         with tarfile.open(fileobj=io.BytesIO(context), mode="r:gz") as tar:
             member = tar.extractfile("Dockerfile")
             dockerfile = member.read().decode() if member is not None else ""
@@ -515,7 +499,7 @@ class FakePrime:
     ) -> Iterable[bytes]:
         parts = path.split("/", 4)  # "", "gateway", user_ns, job_id, rest
         if len(parts) < 5:
-            raise _HTTPError(404, "no such gateway route")
+            raise HTTPError(404, "no such gateway route")
         rest = "/" + parts[4]
         token = environ.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
         sandbox = self.by_token(token)
@@ -528,66 +512,24 @@ class FakePrime:
             with self._lock:
                 gone = any(s.job_id == parts[3] for s in self.ended.values())
             if gone:
-                raise _HTTPError(410, "sandbox terminated", error="sandbox_terminated")
-            raise _HTTPError(401, "invalid gateway token")
+                raise HTTPError(410, "sandbox terminated", error="sandbox_terminated")
+            raise HTTPError(401, "invalid gateway token")
         if rest == "/upload" and environ["REQUEST_METHOD"] == "POST":
             if self.upload_error is not None:
-                raise _HTTPError(*self.upload_error)
-            return _reply(start_response, 200, self._upload(sandbox, environ))
-        raise _HTTPError(404, f"no gateway route {rest}")
+                raise HTTPError(*self.upload_error)
+            return reply(start_response, 200, self._upload(sandbox, environ))
+        raise HTTPError(404, f"no gateway route {rest}")
 
     def _upload(self, sandbox: Sandbox, environ: Environ) -> dict[str, Any]:
         query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
-        head = f"Content-Type: {environ.get('CONTENT_TYPE', '')}\r\n\r\n".encode()
-        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            head + _body(environ)
-        )
+        parts = form_parts(environ.get("CONTENT_TYPE", ""), request_body(environ))
         path = query["path"][0]
         size = 0
-        for part in message.iter_parts():
+        for part in parts:
             data = part.get_payload(decode=True) or b""
             sandbox.box.write_file(path, data)
             size += len(data)
         return {"success": True, "path": path, "size": size, "timestamp": _now()}
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, **extra: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.extra = extra
-
-
-_REASONS = {200: "OK", 201: "Created", 204: "No Content"}
-
-
-def _reply(start_response: StartResponse, status: int, body: Any) -> list[bytes]:
-    data = b"" if body is None else json.dumps(body).encode()
-    headers = [("Content-Length", str(len(data)))]
-    if body is not None:
-        headers.append(("Content-Type", "application/json"))
-    start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
-    return [data]
-
-
-def _body(environ: Environ) -> bytes:
-    """The request's body (read once; an empty one when it has none)."""
-    if "fake.body" not in environ:
-        stream: BinaryIO = environ["wsgi.input"]
-        environ["fake.body"] = stream.read()
-    body: bytes = environ["fake.body"]
-    return body
-
-
-def _drain(environ: Environ) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        _body(environ)
-
-
-def _json(environ: Environ) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(_body(environ) or b"{}")
-    return data
 
 
 # -- the gateway's command sessions -------------------------------------------------------------
@@ -660,17 +602,8 @@ class _CommandSessionApp(ConnectWSGIApplication):
         if not (request.HasField("stdin") and request.stdin):
             popen.stdin.close()
         yield pb.StartResponse(event=_event(start=pb.CommandSessionEvent.StartEvent(pid=popen.pid)))
-        chunks: queue.SimpleQueue[tuple[str, bytes] | None] = queue.SimpleQueue()
-        for pipe, kind in ((popen.stdout, "stdout"), (popen.stderr, "stderr")):
-            threading.Thread(target=_pump, args=(pipe, kind, chunks), daemon=True).start()
         try:
-            open_pipes = 2
-            while open_pipes:
-                item = chunks.get()
-                if item is None:
-                    open_pipes -= 1
-                    continue
-                kind, data = item
+            for kind, data in output_chunks(popen):
                 data_event = pb.CommandSessionEvent.DataEvent(**{kind: data})
                 yield pb.StartResponse(event=_event(data=data_event))
             code = popen.wait()
@@ -722,90 +655,3 @@ class _CommandSessionApp(ConnectWSGIApplication):
 
     def list(self, request: Any, ctx: Any) -> Any:
         return pb.ListResponse()
-
-
-def _pump(pipe: BinaryIO, kind: str, chunks: queue.SimpleQueue[tuple[str, bytes] | None]) -> None:
-    try:
-        while chunk := os.read(pipe.fileno(), 1 << 16):
-            chunks.put((kind, chunk))
-    except (OSError, ValueError):
-        pass
-    finally:
-        chunks.put(None)
-
-
-# -- the HTTP server: wsgiref, threaded, with chunked request bodies -------------------------------
-
-
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    block_on_close = False
-
-
-class _Chunked:
-    """A reader of an HTTP/1.1 chunked request body (wsgiref reads only sized ones)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._left = 0
-        self._done = False
-
-    def read(self, size: int = -1) -> bytes:
-        out = bytearray()
-        while not self._done and (size < 0 or len(out) < size):
-            if self._left == 0:
-                line = self._raw.readline()
-                self._left = int(line.split(b";")[0].strip() or b"0", 16)
-                if self._left == 0:
-                    while self._raw.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    self._done = True
-                    break
-            want = self._left if size < 0 else min(self._left, size - len(out))
-            data = self._raw.read(want)
-            if not data:
-                self._done = True
-                break
-            out += data
-            self._left -= len(data)
-            if self._left == 0:
-                self._raw.readline()
-        return bytes(out)
-
-    def readline(self, size: int = -1) -> bytes:
-        return self.read(size)
-
-
-class _Sized:
-    """A request body of known length (reading past it would wait for the next request)."""
-
-    def __init__(self, raw: BinaryIO, length: int) -> None:
-        self._raw = raw
-        self._left = length
-
-    def read(self, size: int = -1) -> bytes:
-        want = self._left if size < 0 else min(size, self._left)
-        data = self._raw.read(want) if want else b""
-        self._left -= len(data)
-        return data
-
-    def readline(self, size: int = -1) -> bytes:
-        return self.read(size)
-
-
-class _Handler(WSGIRequestHandler):
-    def handle(self) -> None:
-        self.raw_requestline = self.rfile.readline(65537)
-        if not self.raw_requestline or not self.parse_request():
-            return
-        stdin: Any = _Sized(self.rfile, int(self.headers.get("Content-Length") or 0))
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            stdin = _Chunked(self.rfile)
-        handler = ServerHandler(
-            stdin, self.wfile, self.get_stderr(), self.get_environ(), multithread=True
-        )
-        handler.request_handler = self  # type: ignore[attr-defined]
-        handler.run(self.server.get_app())  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass

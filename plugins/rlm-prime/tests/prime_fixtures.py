@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 
 import pytest
 from prime_fake import FakePrime
+from rlm_conformance import fake_service
 
 MINUTE = 1.0
 """Seconds a "minute" of the sandboxes' timeouts lasts on the tests' fakes."""
@@ -23,23 +22,11 @@ def serving(minute: float = MINUTE) -> Iterator[FakePrime]:
     afterwards."""
     from rlm_prime import image
 
-    fake = FakePrime(minute=minute).start()
-    home = tempfile.mkdtemp(prefix="rlm-prime-home-")
-    variables = {**fake.environ(), "HOME": home, "PRIME_TEAM_ID": ""}
-    saved = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    image._known.clear()  # images are per account: this fake has none built yet
-    try:
-        yield fake
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        image._known.clear()
-        fake.stop()
-        shutil.rmtree(home, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="rlm-prime-home-", ignore_cleanup_errors=True) as home:
+        variables = {"HOME": home, "PRIME_TEAM_ID": ""}
+        # Images are per account: this fake has none built yet.
+        with fake_service.serving(FakePrime(minute=minute), variables, image._known.clear) as fake:
+            yield fake
 
 
 @pytest.fixture

@@ -7,20 +7,16 @@ import _thread
 import json
 import os
 import select
-import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 from prime_fake import FakePrime
 from prime_fixtures import fake_prime, serving  # noqa: F401  (a fixture)
 from rlm_conformance.doubles import RecordingSubcalls
-from rlm_conformance.probes import host_tmpdir
+from rlm_conformance.probes import host_script, wait_until
 from rlm_prime.environment import PrimeEnvironment
 
 from rlm_core import SandboxError
@@ -33,15 +29,6 @@ def start(**settings: object) -> PrimeEnvironment:
     env = PrimeEnvironment(**settings)  # type: ignore[arg-type]
     env.start(Session(subcalls=RecordingSubcalls()))
     return env
-
-
-def wait_until(condition: Callable[[], object], bound: float) -> bool:
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return bool(condition())
 
 
 def start_abandoned() -> bool:
@@ -155,17 +142,7 @@ def test_host_killed_mid_cell(fake_prime: FakePrime) -> None:  # noqa: F811
     """SIGKILL the host in the middle of a cell: the agent's heartbeat watchdog ends the
     agent (3 s), and the fake ends the now idle sandbox at its idle timeout (2 minutes of
     the fake's, 2 s): Prime's timeouts cannot be extended, so no lease is involved."""
-    tmp = host_tmpdir()  # removed below, with what the killed host left there
-    host = subprocess.Popen(
-        [sys.executable, "-c", HOST],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "TMPDIR": tmp},
-    )
-    try:
+    with host_script(HOST) as host:
         assert host.stdout is not None
         ready, _, _ = select.select([host.stdout], [], [], 60)
         assert ready, "the host printed nothing"
@@ -181,14 +158,6 @@ def test_host_killed_mid_cell(fake_prime: FakePrime) -> None:  # noqa: F811
         assert fake_prime.ended[sandbox_id].reason == "IDLE_TIMEOUT"
         sessions = fake_prime.ended[sandbox_id].sessions.values()
         assert all(session.popen.poll() is not None for session in sessions)
-    finally:
-        if host.poll() is None:
-            os.killpg(host.pid, signal.SIGKILL)
-            host.wait(30)
-        for pipe in (host.stdout, host.stderr):
-            if pipe is not None:
-                pipe.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_max_lifetime_is_the_servers_timeout() -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import pytest
 from prime_fake import FakePrime
 from prime_fixtures import fake_prime  # noqa: F401  (a fixture)
 from rlm_conformance.doubles import RecordingSubcalls, Script, finish
+from rlm_conformance.venvs import list_environments
 from rlm_prime.environment import PrimeEnvironment
 from rlm_prime.launcher import PrimeLauncher, decode_labels, encode_labels
 
@@ -26,20 +25,10 @@ def test_registered_under_its_entry_point_name() -> None:
 
 
 def test_listing_does_not_import_the_sdk() -> None:
-    code = (
-        "import io, sys\n"
-        "from rlm_core.cli import main\n"
-        "out = io.StringIO()\n"
-        "main(['environments'], stdout=out)\n"
-        "print(out.getvalue())\n"
-        "print('SDK', sorted(m for m in sys.modules if m.startswith('prime_sandboxes')))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    line = next(line for line in done.stdout.splitlines() if line.startswith("prime "))
-    assert "rlm-prime" in line and ISOLATED in line and NETWORK_OFF in line
-    assert done.stdout.rstrip().endswith("SDK []")
+    listing = list_environments(["prime_sandboxes"])
+    row = listing.rows["prime"]
+    assert row.distribution == "rlm-prime" and {ISOLATED, NETWORK_OFF} <= row.capabilities
+    assert listing.sdks_loaded == []
 
 
 def started(env: PrimeEnvironment, fake: FakePrime) -> dict[str, object]:
