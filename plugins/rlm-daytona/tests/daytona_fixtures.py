@@ -9,10 +9,12 @@ import pytest
 from daytona_fake import FakeDaytona
 from rlm_conformance import fake_service
 
-MINUTE = 2.0
-"""Seconds a minute of the fake's lifetimes lasts in these tests."""
+MINUTE = 8.0
+"""Seconds a minute of the fake's lifetimes lasts in these tests: a sandbox whose host
+stops refreshing its activity is stopped (and so deleted) within 8 s, yet a host starved of
+the CPU by the rest of the suite for a few seconds keeps its sandbox."""
 
-QUICK = {"lease_interval": 0.5}
+QUICK = {"lease_interval": 2.0}
 """Settings for the fake's short minute: activity refreshed four times a (fake) minute."""
 
 

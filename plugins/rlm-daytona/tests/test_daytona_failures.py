@@ -130,7 +130,7 @@ HOST = textwrap.dedent(
     from rlm_core.environments.base import Session
     from rlm_daytona.environment import DaytonaEnvironment
 
-    env = DaytonaEnvironment(lease_interval=0.5, heartbeat_timeout=60, exec_mode=sys.argv[1])
+    env = DaytonaEnvironment(lease_interval=2.0, heartbeat_timeout=60, exec_mode=sys.argv[1])
     env.start(Session(subcalls=RecordingSubcalls()))
     print(env.active_launcher.sandbox_id, flush=True)
     if sys.argv[2] == "exit":
