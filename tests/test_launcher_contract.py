@@ -31,7 +31,12 @@ from rlm_core.bridge.carriers import Dial
 from rlm_core.bridge.client import AgentClient, Endpoint
 from rlm_core.environments.agent import AgentEnvironment
 from rlm_core.environments.base import Session
-from rlm_core.environments.launcher import AgentSecrets, Launcher, LaunchRequest
+from rlm_core.environments.launcher import (
+    CALL_TIMEOUT_MARGIN,
+    AgentSecrets,
+    Launcher,
+    LaunchRequest,
+)
 from rlm_core.environments.launching import StderrTail, start_agent
 from rlm_core.environments.subprocess import start_process
 from rlm_core.exceptions import SandboxError
@@ -107,6 +112,14 @@ def test_a_launcher_of_the_first_contract_works_and_warns_once(tls: bool) -> Non
 def _request(**kwargs: Any) -> LaunchRequest:
     secrets = AgentSecrets("the-token")
     return LaunchRequest("probe", secrets, 30.0, time.monotonic() + 10, **kwargs)
+
+
+def test_an_sdk_call_may_outlast_the_deadline_by_a_margin() -> None:
+    """So the start's own deadline, not the SDK's timeout, reports a start that ran out."""
+    request = _request()
+    assert 10 + CALL_TIMEOUT_MARGIN >= request.call_timeout() > 9 + CALL_TIMEOUT_MARGIN
+    spent = LaunchRequest("probe", AgentSecrets("t"), 30.0, time.monotonic() - 1)
+    assert spent.call_timeout() == 1.0 + CALL_TIMEOUT_MARGIN
 
 
 def test_agent_argv_for_each_carrier_never_holds_a_secret() -> None:
@@ -425,6 +438,7 @@ def test_start_agent_skips_a_banner_and_reports_what_came_before(tmp_path: Path)
 
 
 def test_start_agent_fails_plainly_when_the_process_ends_first() -> None:
+    before = set(threading.enumerate())
     process = subprocess.Popen(
         [sys.executable, "-c", "print('Traceback: no module named grpc'); raise SystemExit(1)"],
         stdin=subprocess.PIPE,
@@ -434,7 +448,10 @@ def test_start_agent_fails_plainly_when_the_process_ends_first() -> None:
     with pytest.raises(SandboxError, match=re.escape("no module named grpc")):
         start_agent(process, None, time.monotonic() + 30)
     process.wait(timeout=30)
-    assert threading.active_count() < 50
+    deadline = time.monotonic() + 30
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(threading.enumerate()) - before == set()  # it left no thread of its own
 
 
 def test_subprocess_stops_its_agent_at_the_end_of_its_lifetime() -> None:

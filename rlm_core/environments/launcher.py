@@ -39,6 +39,11 @@ log = logging.getLogger("rlm_core.environments")
 Carrier = Literal["dial", "stdio", "reverse"]
 
 
+CALL_TIMEOUT_MARGIN = 5.0
+"""Seconds a provider SDK call may run past the start's deadline
+(:meth:`LaunchRequest.call_timeout`)."""
+
+
 @dataclass(frozen=True)
 class AgentSecrets:
     """What an agent needs to authenticate its host: the token and optional TLS material.
@@ -109,6 +114,13 @@ class LaunchRequest:
     def remaining(self) -> float:
         """Seconds left until :attr:`deadline` (never negative)."""
         return max(0.0, self.deadline - time.monotonic())
+
+    def call_timeout(self) -> float:
+        """A timeout for one provider SDK call made during the start: the seconds left
+        until :attr:`deadline` (at least 1) plus :data:`CALL_TIMEOUT_MARGIN`. When the
+        start runs out of time, its own deadline then reports it (naming the step it was
+        on), not whichever SDK call was under way; the SDK's timeout stays a backstop."""
+        return max(self.remaining(), 1.0) + CALL_TIMEOUT_MARGIN
 
     def agent_argv(
         self,

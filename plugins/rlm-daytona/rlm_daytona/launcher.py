@@ -121,7 +121,7 @@ class DaytonaLauncher(RemoteLauncher):
             )
         return client().create(
             params,
-            timeout=max(request.remaining(), 1.0),
+            timeout=request.call_timeout(),
             on_snapshot_create_logs=lambda line: log.debug("image build: %s", line),
         )
 
@@ -131,13 +131,13 @@ class DaytonaLauncher(RemoteLauncher):
 
     def upload(self, sandbox: Any, path: str, data: bytes, request: LaunchRequest) -> None:
         """``fs.upload_file`` (the toolbox's multipart upload)."""
-        sandbox.fs.upload_file(data, path, timeout=math.ceil(max(request.remaining(), 1.0)))
+        sandbox.fs.upload_file(data, path, timeout=math.ceil(request.call_timeout()))
 
     def exec_agent(self, sandbox: Any, argv: list[str], request: LaunchRequest) -> PushExec:
         """Run ``argv`` in a PTY session or as a session command (``exec_mode``)."""
         kind = PtyExec if self.options.exec_mode == "pty" else SessionExec
         name = f"rlm-agent-{request.session_id}"
-        return kind.start(sandbox, argv, name, self.options.env, max(request.remaining(), 1.0))
+        return kind.start(sandbox, argv, name, self.options.env, request.call_timeout())
 
     def kill_sandbox(self, sandbox: Any) -> None:
         """``sandbox.delete()``."""

@@ -65,7 +65,7 @@ class E2BLauncher(RemoteLauncher):
             timeout=self.lease_seconds(),
             metadata=request.labels,
             allow_internet_access=options.allow_internet_access,
-            request_timeout=_timeout(request),
+            request_timeout=request.call_timeout(),
         )
 
     def identify(self, sandbox: Any) -> str:
@@ -74,7 +74,9 @@ class E2BLauncher(RemoteLauncher):
 
     def upload(self, sandbox: Any, path: str, data: bytes, request: LaunchRequest) -> None:
         """``files.write`` as an octet stream."""
-        sandbox.files.write(path, data, request_timeout=_timeout(request), use_octet_stream=True)
+        sandbox.files.write(
+            path, data, request_timeout=request.call_timeout(), use_octet_stream=True
+        )
 
     def exec_agent(self, sandbox: Any, argv: list[str], request: LaunchRequest) -> CommandStream:
         """``commands.run`` in the background with stdin open and no command timeout."""
@@ -85,7 +87,7 @@ class E2BLauncher(RemoteLauncher):
             stdin=True,
             timeout=0,
             envs=self.options.env or None,
-            request_timeout=_timeout(request),
+            request_timeout=request.call_timeout(),
         )
         return CommandStream(sandbox.commands, handle)
 
@@ -109,11 +111,6 @@ class E2BLauncher(RemoteLauncher):
         from e2b import Sandbox
 
         return [sandbox_id for sandbox_id in ids if Sandbox.kill(sandbox_id)]
-
-
-def _timeout(request: LaunchRequest) -> float:
-    """The SDK's request timeout: what is left of the start's deadline (at least 1 s)."""
-    return max(request.remaining(), 1.0)
 
 
 def _listed(tag: str | None, metadata: dict[str, str] | None = None) -> list[Any]:

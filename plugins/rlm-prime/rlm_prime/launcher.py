@@ -117,7 +117,7 @@ class PrimeLauncher(RemoteLauncher):
         from rlm_prime.image import ensure_image
 
         spec = self.spec
-        image = spec.docker_image or ensure_image(request.progress, request.remaining())
+        image = spec.docker_image or ensure_image(request.progress, request.call_timeout())
         lifetime = min(timeout_minutes(request.max_lifetime), MAX_TIMEOUT_MINUTES)
         request.progress(f"creating a Prime sandbox from {image}")
         client = self._sdk()
@@ -139,7 +139,7 @@ class PrimeLauncher(RemoteLauncher):
         )
         try:
             request.progress(f"waiting for the Prime sandbox {sandbox.id} to run")
-            client.wait_for_creation(sandbox.id, max_attempts=_attempts(request.remaining()))
+            client.wait_for_creation(sandbox.id, max_attempts=_attempts(request.call_timeout()))
         except BaseException:
             self._kill_id(sandbox.id)
             raise
@@ -276,8 +276,8 @@ def sandbox_client() -> Iterator[Any]:
 
 
 def _seconds(request: LaunchRequest) -> int:
-    """An SDK timeout in whole seconds: what is left of the start's deadline (at least 1)."""
-    return max(1, math.ceil(request.remaining()))
+    """An SDK timeout in whole seconds (``request.call_timeout()``, rounded up)."""
+    return math.ceil(request.call_timeout())
 
 
 def _attempts(seconds: float) -> int:
