@@ -691,21 +691,14 @@ class FakeDaytona:
         size = (int(query.get("cols", ["80"])[0]), int(query.get("rows", ["24"])[0]))
         cwd = query.get("cwd", [HOME])[0]
         try:
-            sandbox.box._check_alive()
-        except ProcessLookupError as exc:
-            raise HTTPError(400, str(exc)) from None
-        # The SDK allows 10 s from its connect until "connected": answer that first, then
-        # start the shell (a busy machine may take a while to), whose output follows.
-        ws = request.websocket()
-        ws.send(json.dumps({"type": "control", "status": "connected"}))
-        try:
             process, master = sandbox.box.exec_pty(
                 ["/bin/sh", "-i", "-l"], env=envs, cwd=cwd, size=size
             )
         except ProcessLookupError as exc:
-            ws.close(1011, json.dumps({"error": str(exc)}))
-            return
+            raise HTTPError(400, str(exc)) from None
         sandbox.ptys[session_id] = process
+        ws = request.websocket()
+        ws.send(json.dumps({"type": "control", "status": "connected"}))
         threading.Thread(target=_pty_input, args=(ws, master), daemon=True).start()
         try:
             while True:
