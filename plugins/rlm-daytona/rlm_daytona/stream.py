@@ -40,10 +40,6 @@ MAX_PTY_INPUT = 32 * 1024
 MAX_SESSION_INPUT = 1 << 20
 """Characters per ``send_session_command_input`` call (base64 text)."""
 
-PTY_POLL = 0.5
-"""Seconds the PTY's follower waits for output before it looks again whether the PTY was
-closed."""
-
 RAW_MARKER = b"RLM-PTY-RAW"
 """What the PTY's shell prints once the terminal is raw (built by ``printf``, so the echo
 of the command line does not contain it)."""
@@ -93,15 +89,16 @@ class PtyExec(PushExec):
 
     def _follow(self) -> None:
         reason = "the agent's PTY ended"
-        handle = self._handle
-        # wait() with a timeout, round and round, rather than iterating the handle: a thread
-        # blocked in the WebSocket's receive() without a timeout is never woken when the
-        # socket is closed on this side (httpx-ws), so close() could not end it.
-        while not self._closing and handle.is_connected and handle.exit_code is None:
-            handle.wait(on_data=self._take, timeout=PTY_POLL)
-        if handle.exit_code is None and handle.error and not self._closing:
-            reason = f"the Daytona PTY stream broke: {handle.error}"
-        self.exit_code = handle.exit_code
+        try:
+            for chunk in self._handle:
+                if not self._raw.is_set():
+                    self._seen += chunk
+                    if RAW_MARKER in self._seen:
+                        self._raw.set()
+                self.stdout.push(chunk)
+        except Exception as exc:  # the SDK's stream broke: the sandbox is probably gone
+            reason = f"the Daytona PTY stream broke: {type(exc).__name__}: {exc}"
+        self.exit_code = self._handle.exit_code
         if self.exit_code is not None:
             reason += f" (exit code {self.exit_code})"
         if not self._closing:  # the agent ended on its own: its sandbox is still there
@@ -109,13 +106,6 @@ class PtyExec(PushExec):
         self._ended.set()
         self._raw.set()
         self.stdout.end(reason)
-
-    def _take(self, chunk: bytes) -> None:
-        if not self._raw.is_set():
-            self._seen += chunk
-            if RAW_MARKER in self._seen:
-                self._raw.set()
-        self.stdout.push(chunk)
 
     def _fetch_stderr(self) -> None:
         """Read the agent's stderr file back (the sandbox outlives the agent)."""
