@@ -11,34 +11,45 @@ of running an interactive command.
   preamble. Output arrives as binary messages (``framing="binary"``); input goes in
   messages of at most :data:`MAX_PTY_INPUT` bytes (the daemon's read limit is 64 KiB). A
   PTY merges stderr into stdout, so the agent's stderr goes to a file in the sandbox,
-  read back when the agent ends (for error messages).
+  read back when the agent ends (for error messages). :func:`open_pty` opens the PTY
+  around a bug of the SDK's that fails a PTY whose ``connected`` message is 0.1 s late.
 * :class:`SessionExec` (``exec_mode="session"``): a session command run asynchronously,
   its stdout and stderr demultiplexed from the logs WebSocket as text (so
   ``framing="base64"``), its stdin one ``send_session_command_input`` POST per write.
 
 A daemon thread follows the output and pushes it into the core's
-:class:`~rlm_core.environments.remote.PushExec`. The command ends with its sandbox, which
-the launcher deletes; :meth:`close` also closes the WebSocket, whose reader threads are
-not daemon threads (the core ends every sandbox, so closes these, before the interpreter
-waits for such threads at exit).
+:class:`~rlm_core.environments.remote.PushExec` (the PTY's waits for at most
+:data:`PTY_POLL` at a time, so that it ends when the PTY is closed). The command ends
+with its sandbox, which the launcher deletes; :meth:`close` also closes the WebSocket,
+whose reader threads are not daemon threads (the core ends every sandbox, so closes
+these, before the interpreter waits for such threads at exit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import queue
 import shlex
 import threading
+import time
 from typing import Any
 
 from rlm_core.environments.remote import PushExec, status_from_exit_code
 from rlm_core.exceptions import SandboxError
+
+log = logging.getLogger(__name__)
 
 MAX_PTY_INPUT = 32 * 1024
 """Bytes per PTY input message: under the daemon's 64 KiB read limit per message."""
 
 MAX_SESSION_INPUT = 1 << 20
 """Characters per ``send_session_command_input`` call (base64 text)."""
+
+PTY_POLL = 0.5
+"""Seconds the PTY's follower waits for output before it looks again whether the PTY was
+closed."""
 
 RAW_MARKER = b"RLM-PTY-RAW"
 """What the PTY's shell prints once the terminal is raw (built by ``printf``, so the echo
@@ -72,7 +83,7 @@ class PtyExec(PushExec):
         cls, sandbox: Any, argv: list[str], name: str, env: dict[str, str], timeout: float
     ) -> PtyExec:
         """Open PTY session ``name``, make its terminal raw, then ``exec`` the agent."""
-        handle = sandbox.process.create_pty_session(id=name, envs=env or None)
+        handle = open_pty(sandbox.process, name, env, timeout)
         command = cls(sandbox, handle, f"/tmp/{name}.stderr")
         agent = shlex.join(argv) + " 2>" + shlex.quote(command._stderr_path)
         # One line, so no prompt comes between the marker and the agent's ready line;
@@ -89,16 +100,17 @@ class PtyExec(PushExec):
 
     def _follow(self) -> None:
         reason = "the agent's PTY ended"
-        try:
-            for chunk in self._handle:
-                if not self._raw.is_set():
-                    self._seen += chunk
-                    if RAW_MARKER in self._seen:
-                        self._raw.set()
-                self.stdout.push(chunk)
-        except Exception as exc:  # the SDK's stream broke: the sandbox is probably gone
-            reason = f"the Daytona PTY stream broke: {type(exc).__name__}: {exc}"
-        self.exit_code = self._handle.exit_code
+        handle = self._handle
+        # wait() with a timeout, round and round, rather than iterating the handle: a thread
+        # blocked in the WebSocket's receive() without a timeout is never woken when the
+        # socket is closed on this side (httpx-ws), so close() could not end it.
+        while not self._closing:
+            result = handle.wait(on_data=self._take, timeout=PTY_POLL)
+            if result.exit_code is not None or result.error or not handle.is_connected():
+                break
+        if handle.exit_code is None and handle.error and not self._closing:
+            reason = f"the Daytona PTY stream broke: {handle.error}"
+        self.exit_code = handle.exit_code
         if self.exit_code is not None:
             reason += f" (exit code {self.exit_code})"
         if not self._closing:  # the agent ended on its own: its sandbox is still there
@@ -106,6 +118,13 @@ class PtyExec(PushExec):
         self._ended.set()
         self._raw.set()
         self.stdout.end(reason)
+
+    def _take(self, chunk: bytes) -> None:
+        if not self._raw.is_set():
+            self._seen += chunk
+            if RAW_MARKER in self._seen:
+                self._raw.set()
+        self.stdout.push(chunk)
 
     def _fetch_stderr(self) -> None:
         """Read the agent's stderr file back (the sandbox outlives the agent)."""
@@ -135,6 +154,36 @@ class PtyExec(PushExec):
         """The exit code once the PTY ended, waiting up to ``wait`` seconds."""
         self._ended.wait(wait)
         return None if self.exit_code is None else status_from_exit_code(self.exit_code)
+
+
+def open_pty(process: Any, name: str, env: dict[str, str], timeout: float) -> Any:
+    """``process.create_pty_session(id=name)``, once more under a new id (``name-1``, ...)
+    each time the SDK gives up on a PTY whose ``connected`` message came late, for up to
+    ``timeout`` seconds; the PTY it gave up on is killed.
+
+    The SDK's ``PtyHandle.wait_for_connection`` means to wait 10 s for that message, in
+    turns of 0.1 s, but it catches ``TimeoutError`` where httpx-ws raises ``queue.Empty``:
+    a message that comes more than 0.1 s after the WebSocket opened fails the call (a
+    ``DaytonaError`` with an empty message, caused by ``queue.Empty``). A busy host or
+    network is enough for that."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        session = name if attempt == 0 else f"{name}-{attempt}"
+        try:
+            return process.create_pty_session(id=session, envs=env or None)
+        except Exception as exc:
+            if not isinstance(exc.__cause__, queue.Empty):
+                raise
+            if time.monotonic() >= deadline:
+                raise SandboxError(
+                    f"the Daytona PTY never said it was connected within the SDK's 0.1 s "
+                    f"({attempt + 1} tries in {timeout:g} s)"
+                ) from exc
+        log.debug("PTY %s was connected too late for the SDK; trying a new one", session)
+        with contextlib.suppress(Exception):  # it is ended with its sandbox all the same
+            process.kill_pty_session(session)
+        attempt += 1
 
 
 class SessionExec(PushExec):

@@ -168,6 +168,8 @@ class FakeDaytona:
     error (``upload_error``: ``POST /files/bulk-upload`` does). ``create_delay``: seconds
     the create call waits after the sandbox was created, before answering, and
     ``on_create`` is called then (to cut a start short in the middle).
+    ``pty_connect_delays``: seconds each next PTY waits, once its WebSocket is open, before
+    it says it is connected (one per PTY, in order; none left: no wait).
     """
 
     def __init__(self, minute: float = 60.0) -> None:
@@ -193,6 +195,7 @@ class FakeDaytona:
         self.upload_error: tuple[int, str] | None = None
         """When set, ``POST /files/bulk-upload`` answers with that error."""
         self.on_create: Callable[[], object] | None = None
+        self.pty_connect_delays: list[float] = []
         self._ids = itertools.count(1)
         self._server: _Server | None = None
         self._stopped = threading.Event()
@@ -606,6 +609,9 @@ class FakeDaytona:
             raise HTTPError(400, str(exc)) from None
         sandbox.ptys[session_id] = process
         ws = request.websocket()
+        with self._lock:
+            delay = self.pty_connect_delays.pop(0) if self.pty_connect_delays else 0.0
+        time.sleep(delay)
         ws.send(json.dumps({"type": "control", "status": "connected"}))
         threading.Thread(target=_pty_input, args=(ws, master), daemon=True).start()
         try:

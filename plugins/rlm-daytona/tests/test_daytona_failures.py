@@ -106,6 +106,34 @@ def test_start_timeout(fake_daytona: FakeDaytona) -> None:  # noqa: F811
     assert list(fake_daytona.ended.values()) == ["deleted"]
 
 
+def test_pty_connected_late(fake_daytona: FakeDaytona) -> None:  # noqa: F811
+    """The SDK fails a PTY whose ``connected`` message comes more than 0.1 s after its
+    WebSocket opened: the start kills that PTY and opens another, under a new id."""
+    fake_daytona.pty_connect_delays = [1.0, 0.5]
+    env = start()
+    try:
+        assert env.execute("print(1)").stdout == "1\n"
+        sandbox = fake_daytona.sandboxes[fake_daytona.live()[0]]
+        opened = [c for c in fake_daytona.calls if "/process/pty/create-connect" in c]
+        killed = [c.rsplit("/", 1)[1] for c in fake_daytona.calls if "DELETE /process/pty/" in c]
+        assert len(opened) == 3 and len(killed) == 2
+        assert [*killed, *sandbox.ptys] == [f"{killed[0]}", f"{killed[0]}-1", f"{killed[0]}-2"]
+    finally:
+        env.close()
+    assert fake_daytona.live() == []
+
+
+def test_pty_never_connected_in_time(fake_daytona: FakeDaytona) -> None:  # noqa: F811
+    """Every PTY's ``connected`` message is late: the start fails by its deadline, and its
+    sandbox, with every PTY tried, is deleted."""
+    fake_daytona.pty_connect_delays = [0.3] * 1000
+    with pytest.raises(SandboxError, match="did not start in time"):
+        start(startup_timeout=3.0)
+    assert wait_until(lambda: fake_daytona.live() == [], 30)
+    assert list(fake_daytona.ended.values()) == ["deleted"]
+    assert sum("/process/pty/create-connect" in c for c in fake_daytona.calls) > 1
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_interrupted_while_starting_the_agent(
     fake_daytona: FakeDaytona,  # noqa: F811

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 from daytona_fake import FakeDaytona
 from daytona_fixtures import QUICK, fake_daytona  # noqa: F401  (a fixture)
 from rlm_conformance.doubles import RecordingSubcalls, Script, finish
+from rlm_conformance.probes import wait_until
 from rlm_conformance.venvs import list_environments
 from rlm_daytona.environment import DaytonaEnvironment
 from rlm_daytona.launcher import DaytonaLauncher, client
@@ -35,6 +37,27 @@ def started(**settings: object) -> DaytonaEnvironment:
     env = DaytonaEnvironment(**{**QUICK, **settings})  # type: ignore[arg-type]
     env.start(Session(subcalls=RecordingSubcalls()))
     return env
+
+
+SDK_THREADS = ("rlm-daytona", "_background_receive", "_background_keepalive_ping")
+"""Names (or parts of them) of the threads a session's carrier runs on: ours and httpx-ws's."""
+
+
+@pytest.mark.parametrize("mode", ["pty", "session"])
+def test_no_thread_outlives_close(fake_daytona: FakeDaytona, mode: str) -> None:  # noqa: F811
+    """close() ends the carrier's threads, the follower blocked on the WebSocket too."""
+
+    earlier = set(threading.enumerate())  # an earlier test's start may still be ending
+
+    def carrier_threads() -> list[str]:
+        names = [t.name for t in threading.enumerate() if t not in earlier]
+        return [name for name in names if any(part in name for part in SDK_THREADS)]
+
+    env = started(exec_mode=mode)
+    assert env.execute("print(1)").stdout == "1\n"
+    assert carrier_threads() != []
+    env.close()
+    assert wait_until(lambda: carrier_threads() == [], 10), carrier_threads()
 
 
 def test_egress_blocked_by_default_claims_network_off(fake_daytona: FakeDaytona) -> None:  # noqa: F811
