@@ -33,6 +33,7 @@ import email.parser
 import email.policy
 import json
 import re
+import socket
 import socketserver
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -217,11 +218,42 @@ class RequestHandler(WSGIRequestHandler):
         """Log nothing."""
 
 
-class ThreadedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref's server with a daemon thread per request (see :func:`serve`)."""
+class ClosesConnections(socketserver.ThreadingMixIn):
+    """A threaded server that keeps its open connections, so that :meth:`close_connections`
+    ends those an SDK's connection pool keeps alive: their handler threads, blocked reading
+    the next request, end instead of outliving the fake."""
 
     daemon_threads = True
     block_on_close = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._open_connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Note the connection, then serve it on a thread of its own."""
+        with self._connections_lock:
+            self._open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Forget the connection and close it."""
+        with self._connections_lock:
+            self._open_connections.discard(request)
+        super().shutdown_request(request)  # type: ignore[misc]
+
+    def close_connections(self) -> None:
+        """Shut down every connection still open (its handler then reads the end)."""
+        with self._connections_lock:
+            requests = list(self._open_connections)
+        for request in requests:
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
+
+
+class ThreadedWSGIServer(ClosesConnections, WSGIServer):
+    """wsgiref's server with a daemon thread per request (see :func:`serve`)."""
 
     @property
     def url(self) -> str:
@@ -230,9 +262,10 @@ class ThreadedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         return f"http://{host!s}:{port}"
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, close the socket and every connection still open."""
         self.shutdown()
         self.server_close()
+        self.close_connections()
 
 
 def serve(app: App, host: str = "127.0.0.1") -> ThreadedWSGIServer:

@@ -6,8 +6,11 @@ is what the service returns in each sandbox's ``toolboxProxyUrl`` (:attr:`FakeDa
 + ``/toolbox``), so the fake controls it too. Served, as the SDK calls them:
 
 * REST under ``/api`` (``Authorization: Bearer``): ``POST /sandbox``, ``GET /sandbox?labels=``,
-  ``GET|DELETE /sandbox/{id}``, ``POST /sandbox/{id}/last-activity``; the SDK's Socket.IO
-  event stream (``/api/socket.io/``) answers 404, which the SDK tolerates (it polls);
+  ``GET|DELETE /sandbox/{id}``, ``POST /sandbox/{id}/last-activity``,
+  ``GET /sandbox/{id}/build-logs-url``; the SDK's Socket.IO event stream
+  (``/api/socket.io/``) answers 404, which the SDK tolerates (it polls);
+* a build's log at that URL, ``/sandboxes/{id}/build-logs`` (``?follow=true``: a chunked
+  answer, one line a chunk as the build writes them, that ends with the build);
 * the toolbox under ``/toolbox/{id}``: ``POST /files/bulk-upload``, ``POST /files/bulk-download``,
   sessions (``POST /process/session``, ``POST /process/session/{s}/exec``,
   ``GET /process/session/{s}/command/{c}``, ``POST .../input``, ``DELETE /process/session/{s}``)
@@ -28,7 +31,12 @@ it when it stops. :attr:`FakeDaytona.ended` says why each sandbox ended.
 Images: a sandbox built from a Dockerfile whose steps pip-install grpcio and protobuf gets the
 fake image's ``python3`` (with both); another Dockerfile gets the machine's ``python3``
 (without grpcio), one from ``busybox`` none at all. Snapshots are looked up in
-:attr:`FakeDaytona.snapshots` (name -> ``image``, ``system`` or ``none``).
+:attr:`FakeDaytona.snapshots` (name -> ``image``, ``system`` or ``none``). The first create
+from a Dockerfile (and context) builds it (:mod:`daytona_builds`): the sandbox is
+``pending_build``, ``building_snapshot`` for :attr:`FakeDaytona.build_seconds`, then
+``starting`` and ``started`` (or ``build_failed`` when :attr:`FakeDaytona.build_failure` is
+set); later creates from the same Dockerfile start at once. :attr:`FakeDaytona.builds` holds
+every build.
 """
 
 from __future__ import annotations
@@ -47,14 +55,15 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from daytona_builds import SANDBOX_STATES, Build, build_key
 from rlm_conformance import fakes
-from rlm_conformance.fake_http import HTTPError, form_parts
+from rlm_conformance.fake_http import ClosesConnections, HTTPError, form_parts
 from rlm_conformance.fake_service import SandboxTable
 from rlm_conformance.fakes import HOME, IMAGE, FakeSandbox
 from wsproto.connection import Connection, ConnectionType
@@ -155,9 +164,23 @@ class Sandbox:
     created: float
     last_activity: float
     state: str = "started"
+    states: list[str] = field(default_factory=list)
+    """Every state the sandbox has been in, in order."""
+    build: Build | None = None
+    """The build of its image (``None``: from a snapshot)."""
+    error_reason: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     sessions: dict[str, dict[str, Command]] = field(default_factory=dict)
     ptys: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.states.append(self.state)
+
+    def move(self, state: str) -> None:
+        """Enter ``state`` (under the fake's lock)."""
+        if state != self.state:
+            self.state = state
+            self.states.append(state)
 
 
 class FakeDaytona:
@@ -170,6 +193,8 @@ class FakeDaytona:
     ``on_create`` is called then (to cut a start short in the middle).
     ``pty_connect_delays``: seconds each next PTY waits, once its WebSocket is open, before
     it says it is connected (one per PTY, in order; none left: no wait).
+    ``build_seconds``: how long building an image takes; ``build_failure``: when set, the
+    builds started from then on fail with that reason (a failed build is not reused).
     """
 
     def __init__(self, minute: float = 60.0) -> None:
@@ -196,6 +221,10 @@ class FakeDaytona:
         """When set, ``POST /files/bulk-upload`` answers with that error."""
         self.on_create: Callable[[], object] | None = None
         self.pty_connect_delays: list[float] = []
+        self.build_seconds = 0.5
+        self.build_failure: str | None = None
+        self.builds: list[Build] = []
+        """Every image build, in the order they started."""
         self._ids = itertools.count(1)
         self._server: _Server | None = None
         self._stopped = threading.Event()
@@ -233,11 +262,17 @@ class FakeDaytona:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()
 
     def _reap(self) -> None:
         while not self._stopped.wait(0.05):
             now = time.monotonic()
+            with self._lock:
+                building = [build for build in self.builds if not build.done]
+            for build in building:
+                build.advance(now)
             for sandbox in self.sandboxes.running():
+                self._follow_build(sandbox)
                 ttl = sandbox.body.get("ttlMinutes") or 0
                 stop = sandbox.body.get("autoStopInterval")
                 stop = 15 if stop is None else stop
@@ -256,8 +291,37 @@ class FakeDaytona:
             return
         sandbox.box.kill()  # a stopped sandbox runs nothing
         with self._lock:
-            sandbox.state = "stopped"
+            sandbox.move("stopped")
             self.stopped.append(sandbox.sandbox_id)
+
+    def _follow_build(self, sandbox: Sandbox) -> None:
+        """A sandbox waiting for its image takes the state of the build, and one that
+        was ``starting`` is ``started`` a tick of the clock later."""
+        build = sandbox.build
+        if build is None:
+            return
+        with self._lock:
+            if sandbox.state == "starting":
+                sandbox.move("started")
+            elif sandbox.state in ("pending_build", "building_snapshot"):
+                sandbox.move(SANDBOX_STATES[build.state])
+                if build.state == "failed":
+                    sandbox.error_reason = build.failure
+
+    def _build_for(self, body: dict[str, Any]) -> Build | None:
+        """The build of the sandbox's image: the last one of the same Dockerfile and
+        context that has not failed, or a new one (``None`` for a snapshot)."""
+        info = body.get("buildInfo")
+        if not info:
+            return None
+        key = build_key(info)
+        with self._lock:
+            for build in reversed(self.builds):
+                if build.key == key and build.state != "failed":
+                    return build
+            build = Build(key, info, self.build_seconds, self.build_failure)
+            self.builds.append(build)
+            return build
 
     # -- the service's state ------------------------------------------------------------------
 
@@ -269,7 +333,7 @@ class FakeDaytona:
         """Destroy a sandbox (every process in it); ``False`` if there was none."""
 
         def record(sandbox: Sandbox) -> None:
-            sandbox.state = "destroyed"
+            sandbox.move("destroyed")
             self.ended[sandbox_id] = reason
 
         return self.sandboxes.end(sandbox_id, record)
@@ -303,6 +367,8 @@ class FakeDaytona:
             "memory": body.get("memory") or 1,
             "disk": body.get("disk") or 3,
             "state": sandbox.state,
+            "errorReason": sandbox.error_reason,
+            "buildInfo": None if sandbox.build is None else sandbox.build.info(),
             "autoStopInterval": body.get("autoStopInterval", 15),
             "autoDeleteInterval": body.get("autoDeleteInterval", -1),
             "createdAt": sandbox.created_at,
@@ -333,6 +399,8 @@ class FakeDaytona:
                 self._toolbox(request, sandbox, method, shown, query, body)
             elif segments[0] == "api" and len(segments) > 1 and segments[1] != "socket.io":
                 self._rest(request, method, segments[1:], query, body)
+            elif segments[0] == "sandboxes" and segments[2:] == ["build-logs"] and method == "GET":
+                self._build_logs(request, segments[1], query)
             else:
                 raise HTTPError(404, f"Cannot {method} {path}")
         except HTTPError as exc:
@@ -366,6 +434,10 @@ class FakeDaytona:
         elif route[2:] == ["last-activity"] and method == "POST":
             self._sandbox(route[1])
             request.reply(201, None)
+        elif route[2:] == ["build-logs-url"] and method == "GET":
+            sandbox_id = self._sandbox(route[1]).sandbox_id
+            url = f"{self.public_url or self.url}/sandboxes/{sandbox_id}/build-logs"
+            request.reply(200, {"url": url})
         else:
             raise HTTPError(404, f"Cannot {method} /api/{'/'.join(route)}")
 
@@ -387,7 +459,9 @@ class FakeDaytona:
         for tool in ("/bin/sh", "/usr/bin/stty", "/usr/bin/env"):
             os.symlink(tool, box.path(f"{TOOLS}/{os.path.basename(tool)}"))
         now = time.monotonic()
-        sandbox = Sandbox(sandbox_id, box, labels, python, body, now, now)
+        build = self._build_for(body)
+        state = "started" if build is None or build.state == "built" else "pending_build"
+        sandbox = Sandbox(sandbox_id, box, labels, python, body, now, now, state, build=build)
         with self._lock:
             self.sandboxes[sandbox_id] = sandbox
         if self.on_create is not None:
@@ -411,6 +485,24 @@ class FakeDaytona:
         if snapshot not in self.snapshots:
             raise HTTPError(404, f"Snapshot {snapshot} not found")
         return self.snapshots[snapshot]
+
+    def _build_logs(self, request: _Handler, sandbox_id: str, query: dict[str, list[str]]) -> None:
+        """The log of the sandbox's build: what it wrote so far or, with ``follow=true``,
+        also what it writes until it ends (or the sandbox or the fake does)."""
+        build = self._sandbox(sandbox_id).build
+        if build is None:
+            raise HTTPError(404, f"Sandbox {sandbox_id} was not built from an image")
+        lines: Iterable[str]
+        if query.get("follow") == ["true"]:
+
+            def alive() -> bool:
+                return not self._stopped.is_set() and sandbox_id in self.sandboxes
+
+            lines = build.follow(alive)
+        else:
+            with build.changed:
+                lines = list(build.log)
+        request.stream("text/plain; charset=utf-8", (f"{line}\n".encode() for line in lines))
 
     # -- the toolbox ----------------------------------------------------------------------------
 
@@ -725,9 +817,7 @@ class WebSocket:
                         yield joined
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
+class _Server(ClosesConnections, ThreadingHTTPServer):
     fake: FakeDaytona
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -767,6 +857,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def stream(self, ctype: str, chunks: Iterable[bytes]) -> None:
+        """A chunked answer, each chunk sent as it comes (the connection closes after it)."""
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for chunk in chunks:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            pass  # the client went away
 
     def upgrade(self) -> bool:
         """Whether this is a WebSocket upgrade request."""
