@@ -66,3 +66,36 @@ def test_launchers_still_running_are_terminated_at_exit(tmp_path: Path) -> None:
     assert status == 0, err
     assert marks.read_text().split() == ["done", "left"]  # done by itself; left at exit
     assert "could not stop a sandbox at exit: division by zero" in err
+
+
+SPARE_UNDER_WAY = """
+import time
+from rlm_core.environments import forkserver
+from rlm_core.environments.base import Session
+from rlm_core.environments.subprocess import SubprocessEnvironment
+from scripts import EchoHandler
+
+fork = forkserver.ForkServer.spawn
+
+def slow_fork(self, *args, **kwargs):
+    time.sleep(1.0)  # the spare started after the first agent is still being forked at exit
+    return fork(self, *args, **kwargs)
+
+forkserver.ForkServer.spawn = slow_fork
+env = SubprocessEnvironment()
+env.start(Session(subcalls=EchoHandler()))
+print(env.execute("import os\\nprint(os.getpid())").stdout.strip(), flush=True)
+# exits without env.close(), the spare's fork under way
+"""
+
+
+def test_an_agent_being_started_at_exit_is_stopped_too() -> None:
+    """The spare started in the background may still be forking when the host exits: the
+    exit waits for it to exist, then stops it and removes its directory."""
+    with Host(SPARE_UNDER_WAY) as host:
+        agent = int(host.read_line())
+        host.tracked.append(agent)
+        status, _, err = host.finish()
+        assert status == 0, err
+        assert wait_gone([agent]) == []
+        assert host.leftovers() == []

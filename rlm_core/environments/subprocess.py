@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -49,6 +50,7 @@ from rlm_core.environments.launching import (
     stop_agent_process,
     with_package_on_path,
 )
+from rlm_core.exceptions import SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +176,16 @@ class AgentProcess:
         self.started = time.monotonic()
         self.stderr_tail: StderrTail | None = None
         self._command = command
-        self.dir = _private_dir()
-        try:
-            self.process: subprocess.Popen[str] | ForkedProcess = self._spawn(fork, ready_timeout)
-        except BaseException:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            raise
-        _live_agents.add(self)
+        with _live_agents.starting():  # an exit meanwhile waits for it, then stops it
+            self.dir = _private_dir()
+            try:
+                self.process: subprocess.Popen[str] | ForkedProcess = self._spawn(
+                    fork, ready_timeout
+                )
+            except BaseException:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
+            _live_agents.add(self)
         # After _spawn, which may move the directory.
         self.route = Dial(f"unix:{self._socket_path()}")
         self.secrets = secrets
@@ -275,28 +280,59 @@ class AgentProcess:
 class _LiveAgents:
     """Every agent this host started and has not terminated yet, spares and agents still
     starting included: stopped when the host exits, so a host that never calls ``close()``
-    leaves nothing behind."""
+    leaves nothing behind. The exit waits (up to :attr:`EXIT_WAIT` seconds) for agents
+    being started on other threads (a spare, in the background) to exist, so that it stops
+    them too; once it ran, no agent starts any more."""
+
+    EXIT_WAIT = 10.0
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._agents: set[AgentProcess] = set()
+        self._starting = 0
+        self._stopped = False
+
+    @contextlib.contextmanager
+    def starting(self) -> Iterator[None]:
+        """Around the start of an agent (until :meth:`add`): the exit waits for it.
+        :class:`~rlm_core.exceptions.SandboxError` once the host is exiting."""
+        with self._changed:
+            if self._stopped:
+                raise SandboxError("the host is exiting: no agent starts any more")
+            self._starting += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._starting -= 1
+                self._changed.notify_all()
 
     def add(self, agent: AgentProcess) -> None:
-        with self._lock:
-            self._agents.add(agent)
+        """Track ``agent`` (stopped at once if the exit did not wait for it)."""
+        with self._changed:
+            late = self._stopped
+            if not late:
+                self._agents.add(agent)
+        if late:
+            agent.terminate()
 
     def discard(self, agent: AgentProcess) -> None:
-        with self._lock:
+        with self._changed:
             self._agents.discard(agent)
 
     def forget(self) -> None:
-        """Drop every agent without stopping it (in a forked copy of the host)."""
-        self._lock = threading.Lock()
+        """Drop every agent without stopping it (in a forked copy of the host, where the
+        lock may be held by a thread that did not survive the fork)."""
+        self._changed = threading.Condition()
         self._agents = set()
+        self._starting = 0
+        self._stopped = False
 
     def stop_all(self) -> None:
-        """Stop every agent still running (at host exit)."""
-        with self._lock:
+        """Stop every agent still running, once those being started exist (at host exit)."""
+        with self._changed:
+            self._stopped = True
+            self._changed.wait_for(lambda: self._starting == 0, self.EXIT_WAIT)
             agents, self._agents = list(self._agents), set()
         for agent in agents:
             agent.terminate()
