@@ -23,18 +23,24 @@ print(env.execute("import os\\nprint(os.getpid())").stdout.strip(), flush=True)
 """
 
 
-@pytest.mark.parametrize(
-    "settings",
-    ['{"carrier": "stdio"}', '{"carrier": "reverse", "tls": true}', '{"carrier": "dial"}'],
-)
-def test_an_unclosed_environment_is_closed_at_exit(settings: str) -> None:
-    with Host(SCRIPT, settings) as host:
+def exits_leaving_nothing(script: str, *args: str) -> None:
+    """Run the host ``script``, which prints its agent's pid and exits without closing:
+    it exits with 0, and neither the agent nor anything in its TMPDIR is left."""
+    with Host(script, *args) as host:
         agent = int(host.read_line())
         host.tracked.append(agent)
         status, _, err = host.finish()
         assert status == 0, err
         assert wait_gone([agent]) == []
         assert host.leftovers() == []
+
+
+@pytest.mark.parametrize(
+    "settings",
+    ['{"carrier": "stdio"}', '{"carrier": "reverse", "tls": true}', '{"carrier": "dial"}'],
+)
+def test_an_unclosed_environment_is_closed_at_exit(settings: str) -> None:
+    exits_leaving_nothing(SCRIPT, settings)
 
 
 LAUNCHERS = """
@@ -92,10 +98,4 @@ print(env.execute("import os\\nprint(os.getpid())").stdout.strip(), flush=True)
 def test_an_agent_being_started_at_exit_is_stopped_too() -> None:
     """The spare started in the background may still be forking when the host exits: the
     exit waits for it to exist, then stops it and removes its directory."""
-    with Host(SPARE_UNDER_WAY) as host:
-        agent = int(host.read_line())
-        host.tracked.append(agent)
-        status, _, err = host.finish()
-        assert status == 0, err
-        assert wait_gone([agent]) == []
-        assert host.leftovers() == []
+    exits_leaving_nothing(SPARE_UNDER_WAY)
