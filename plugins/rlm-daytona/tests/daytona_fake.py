@@ -63,7 +63,7 @@ from typing import Any
 
 from daytona_builds import SANDBOX_STATES, Build, build_key
 from rlm_conformance import fakes
-from rlm_conformance.fake_http import ClosesConnections, HTTPError, form_parts
+from rlm_conformance.fake_http import ChunkedBody, ClosesConnections, HTTPError, form_parts
 from rlm_conformance.fake_service import SandboxTable
 from rlm_conformance.fakes import HOME, IMAGE, FakeSandbox
 from wsproto.connection import Connection, ConnectionType
@@ -836,13 +836,7 @@ class _Handler(BaseHTTPRequestHandler):
     def read_body(self) -> bytes:
         """The request's body (sized or chunked)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            out = bytearray()
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                out += self.rfile.read(size)
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return bytes(out)
+            return ChunkedBody(self.rfile).read()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def reply(self, status: int, body: Any) -> None:
