@@ -8,6 +8,10 @@ from collections.abc import Iterator
 import pytest
 from daytona_fake import FakeDaytona
 from rlm_conformance import fake_service
+from rlm_conformance.doubles import RecordingSubcalls
+from rlm_daytona.environment import DaytonaEnvironment
+
+from rlm_core.environments.base import Session
 
 MINUTE = 8.0
 """Seconds a minute of the fake's lifetimes lasts in these tests: a sandbox whose host
@@ -16,6 +20,13 @@ the CPU by the rest of the suite for a few seconds keeps its sandbox."""
 
 QUICK = {"lease_interval": 2.0}
 """Settings for the fake's short minute: activity refreshed four times a (fake) minute."""
+
+
+def started(**settings: object) -> DaytonaEnvironment:
+    """A started ``daytona`` environment with :data:`QUICK` and ``settings``."""
+    env = DaytonaEnvironment(**{**QUICK, **settings})  # type: ignore[arg-type]
+    env.start(Session(subcalls=RecordingSubcalls()))
+    return env
 
 
 @contextlib.contextmanager

@@ -8,14 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from daytona_fake import FakeDaytona
-from daytona_fixtures import QUICK, fake_daytona  # noqa: F401  (a fixture)
-from rlm_conformance.doubles import RecordingSubcalls
+from daytona_fixtures import fake_daytona, started  # noqa: F401  (a fixture)
 from rlm_conformance.probes import wait_until
-from rlm_daytona.environment import DaytonaEnvironment
 from rlm_daytona.launcher import client
 
 from rlm_core import SandboxError
-from rlm_core.environments.base import Session
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,12 +21,6 @@ PREFIX = "image build: "
 
 BUILT = ["pending_build", "building_snapshot", "starting", "started"]
 """The states of a sandbox that waited for its image's build."""
-
-
-def start(**settings: object) -> DaytonaEnvironment:
-    env = DaytonaEnvironment(**{**QUICK, **settings})  # type: ignore[arg-type]
-    env.start(Session(subcalls=RecordingSubcalls()))
-    return env
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -50,7 +41,7 @@ def test_first_start_waits_for_the_build_then_it_is_reused(
     DEBUG; a second environment's sandbox starts at once from the built image."""
     caplog.set_level(logging.DEBUG, logger=LAUNCHER_LOG)
     fake_daytona.build_seconds = 2.0
-    first = start()
+    first = started()
     try:
         sandbox_id = first.active_launcher.sandbox_id  # type: ignore[union-attr]
         sandbox = fake_daytona.sandboxes[sandbox_id]
@@ -71,7 +62,7 @@ def test_first_start_waits_for_the_build_then_it_is_reused(
         assert first.execute("import grpc; print('ok')").stdout == "ok\n"
 
         caplog.clear()
-        second = start()
+        second = started()
         try:
             other = fake_daytona.sandboxes[second.active_launcher.sandbox_id]  # type: ignore[union-attr]
             assert fake_daytona.builds == [build] and other.build is build
@@ -120,7 +111,7 @@ def test_failed_build(fake_daytona: FakeDaytona, caplog: pytest.LogCaptureFixtur
     reason = "pip: no matching distribution found for grpcio>=1.60"
     fake_daytona.build_failure = reason
     with pytest.raises(SandboxError, match=r"entered error state: SandboxState\.BUILD_FAILED") as e:
-        start()
+        started()
     assert f"error reason: {reason}" in str(e.value)
     [failed] = fake_daytona.builds
     assert failed.state == "failed" and failed.log[-1] == f"ERROR: {reason}"
@@ -128,7 +119,7 @@ def test_failed_build(fake_daytona: FakeDaytona, caplog: pytest.LogCaptureFixtur
     assert fake_daytona.live() == [] and list(fake_daytona.ended.values()) == ["deleted"]
 
     fake_daytona.build_failure = None
-    env = start()
+    env = started()
     try:
         assert [b.state for b in fake_daytona.builds] == ["failed", "built"]
     finally:
@@ -142,7 +133,7 @@ def test_deadline_passes_during_the_build(fake_daytona: FakeDaytona) -> None:  #
     fake_daytona.build_seconds = 600.0  # never done in this test
     # The SDK's own timeout is the time left plus a margin: the start's deadline reports.
     with pytest.raises(SandboxError, match="did not start in time"):
-        start(startup_timeout=3.0)
+        started(startup_timeout=3.0)
     assert wait_until(lambda: fake_daytona.live() == [], 10)
     assert list(fake_daytona.ended.values()) == ["deleted"]
     [build] = fake_daytona.builds

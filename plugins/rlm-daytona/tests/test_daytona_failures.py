@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 from daytona_fake import FakeDaytona
-from daytona_fixtures import QUICK, fake_daytona  # noqa: F401  (a fixture)
+from daytona_fixtures import QUICK, fake_daytona, started  # noqa: F401  (a fixture)
 from rlm_conformance.doubles import RecordingSubcalls
 from rlm_conformance.probes import host_script, wait_until
 from rlm_daytona.environment import DaytonaEnvironment
@@ -24,23 +24,17 @@ pytestmark = pytest.mark.timeout(120)
 MODES = ("pty", "session")
 
 
-def start(**settings: object) -> DaytonaEnvironment:
-    env = DaytonaEnvironment(**{**QUICK, **settings})  # type: ignore[arg-type]
-    env.start(Session(subcalls=RecordingSubcalls()))
-    return env
-
-
 def test_create_fails(fake_daytona: FakeDaytona) -> None:  # noqa: F811
     fake_daytona.create_error = (500, "no capacity in the fake region")
     with pytest.raises(SandboxError, match="no capacity in the fake region"):
-        start()
+        started()
     assert fake_daytona.live() == []
 
 
 def test_upload_fails(fake_daytona: FakeDaytona) -> None:  # noqa: F811
     fake_daytona.upload_error = (507, "the fake disk is full")
     with pytest.raises(SandboxError, match="the fake disk is full"):
-        start()
+        started()
     assert fake_daytona.live() == [] and list(fake_daytona.ended.values()) == ["deleted"]
 
 
@@ -56,14 +50,14 @@ def test_agent_never_comes_up(
 ) -> None:
     fake_daytona.snapshots["broken"] = python
     with pytest.raises(SandboxError, match="could not start the daytona agent") as raised:
-        start(snapshot="broken", exec_mode=mode)
+        started(snapshot="broken", exec_mode=mode)
     assert said in str(raised.value)
     assert fake_daytona.live() == [] and list(fake_daytona.ended.values()) == ["deleted"]
 
 
 def test_image_without_python(fake_daytona: FakeDaytona) -> None:  # noqa: F811
     with pytest.raises(SandboxError, match="python3: not found"):
-        start(image="busybox:1.36")
+        started(image="busybox:1.36")
     assert fake_daytona.live() == []
     dockerfile = fake_daytona.bodies[0]["buildInfo"]["dockerfileContent"]
     assert dockerfile.startswith("FROM busybox:1.36")
@@ -71,7 +65,7 @@ def test_image_without_python(fake_daytona: FakeDaytona) -> None:  # noqa: F811
 
 @pytest.mark.parametrize("mode", MODES)
 def test_agent_crashes_mid_session(fake_daytona: FakeDaytona, mode: str) -> None:  # noqa: F811
-    env = start(exec_mode=mode)
+    env = started(exec_mode=mode)
     try:
         sandbox = fake_daytona.sandboxes[fake_daytona.live()[0]]
         assert env.execute("print(1)").stdout == "1\n"
@@ -94,7 +88,7 @@ def test_interrupted_while_creating(fake_daytona: FakeDaytona) -> None:  # noqa:
     fake_daytona.on_create = _thread.interrupt_main  # Ctrl-C while the call is in flight
     fake_daytona.create_delay = 0.5
     with pytest.raises(KeyboardInterrupt):
-        start()
+        started()
     assert wait_until(lambda: fake_daytona.live() == [], 10)
     assert list(fake_daytona.ended.values()) == ["deleted"]
 
@@ -103,7 +97,7 @@ def test_start_timeout(fake_daytona: FakeDaytona) -> None:  # noqa: F811
     """The create call outlives the start's deadline: the sandbox it returns is deleted."""
     fake_daytona.create_delay = 3.0
     with pytest.raises(SandboxError, match="did not start in time"):
-        start(startup_timeout=1.0)
+        started(startup_timeout=1.0)
     assert wait_until(lambda: fake_daytona.live() == [], 10)
     assert list(fake_daytona.ended.values()) == ["deleted"]
 
@@ -112,7 +106,7 @@ def test_pty_connected_late(fake_daytona: FakeDaytona) -> None:  # noqa: F811
     """The SDK fails a PTY whose ``connected`` message comes more than 0.1 s after its
     WebSocket opened: the start kills that PTY and opens another, under a new id."""
     fake_daytona.pty_connect_delays = [1.0, 0.5]
-    env = start()
+    env = started()
     try:
         assert env.execute("print(1)").stdout == "1\n"
         sandbox = fake_daytona.sandboxes[fake_daytona.live()[0]]
@@ -133,14 +127,14 @@ def test_pty_never_connected_in_time(fake_daytona: FakeDaytona) -> None:  # noqa
     sandbox, with every PTY tried, is deleted."""
     fake_daytona.pty_connect_delays = [0.3] * 1000
     with pytest.raises(SandboxError, match="did not start in time"):
-        start(startup_timeout=3.0)
+        started(startup_timeout=3.0)
     assert wait_until(lambda: fake_daytona.live() == [], 30)
     assert list(fake_daytona.ended.values()) == ["deleted"]
 
 
 def test_open_pty_gives_up_by_its_timeout(fake_daytona: FakeDaytona) -> None:  # noqa: F811
     """Opening a PTY that is always late ends in a clear error once its time is up."""
-    env = start()
+    env = started()
     try:
         sandbox = client().get(env.active_launcher.sandbox_id)  # type: ignore[union-attr]
         fake_daytona.pty_connect_delays = [0.3] * 1000
@@ -220,7 +214,7 @@ def test_host_exits_without_close(fake_daytona: FakeDaytona, mode: str) -> None:
 def test_max_lifetime_is_the_ttl(fake_daytona: FakeDaytona) -> None:  # noqa: F811
     """max_lifetime becomes ttl_minutes (rounded up to whole minutes): the service
     destroys the sandbox then, however active it is."""
-    env = start(max_lifetime=30)
+    env = started(max_lifetime=30)
     try:
         sandbox_id = env.active_launcher.sandbox_id  # type: ignore[union-attr]
         assert fake_daytona.bodies[-1]["ttlMinutes"] == 1

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 from daytona_fake import FakeDaytona
-from daytona_fixtures import QUICK, fake_daytona  # noqa: F401  (a fixture)
-from rlm_conformance.doubles import RecordingSubcalls, Script, finish
+from daytona_fixtures import QUICK, fake_daytona, started  # noqa: F401  (a fixture)
+from rlm_conformance.doubles import Script, finish
 from rlm_conformance.probes import wait_until
 from rlm_conformance.venvs import list_environments
 from rlm_daytona.environment import DaytonaEnvironment
@@ -16,7 +16,6 @@ from rlm_daytona.launcher import DaytonaLauncher, client
 
 from rlm_core import RLM, ConfigurationError, get_registry
 from rlm_core.cli import main
-from rlm_core.environments.base import Session
 from rlm_core.vocabulary import ISOLATED, NETWORK_OFF
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,12 +30,6 @@ def test_listing_does_not_import_the_sdk() -> None:
     row = listing.rows["daytona"]
     assert row.distribution == "rlm-daytona" and ISOLATED in row.capabilities
     assert listing.sdks_loaded == []
-
-
-def started(**settings: object) -> DaytonaEnvironment:
-    env = DaytonaEnvironment(**{**QUICK, **settings})  # type: ignore[arg-type]
-    env.start(Session(subcalls=RecordingSubcalls()))
-    return env
 
 
 SDK_THREADS = ("rlm-daytona", "_background_receive", "_background_keepalive_ping")
