@@ -13,6 +13,7 @@ import signal
 import subprocess
 import textwrap
 import threading
+import time
 
 import pytest
 from hosts import Host, wait_gone
@@ -23,8 +24,10 @@ IN_FLIGHT = "RLM-TEST-CALL-IN-FLIGHT"
 
 HOST_SCRIPT = textwrap.dedent(
     f"""
-    import os, sys, threading
+    import faulthandler, os, signal, sys, threading
     from rlm_core import RLM
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it hangs, if it does
 
     environment, call = sys.argv[1], sys.argv[2]
     never_set = threading.Event()
@@ -82,6 +85,16 @@ HOST_SCRIPT = textwrap.dedent(
 # -- a host process interrupted with a call in flight ---------------------------------------
 
 
+def stacks_of(host: Host) -> str:
+    """The stacks of every thread of a hung host (dumped by faulthandler on SIGUSR1), and
+    whatever else it wrote to stderr; the host is killed."""
+    host.process.send_signal(signal.SIGUSR1)
+    time.sleep(1.0)
+    host.process.kill()
+    _, err = host.process.communicate(timeout=30)
+    return str(err)
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("environment", "call"),
@@ -103,7 +116,10 @@ def test_ctrl_c_ends_the_host_while_a_call_never_returns(environment: str, call:
         try:
             status, out, err = host.finish(timeout=60)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the host did not exit after Ctrl+C ({environment}, {call})")
+            pytest.fail(
+                f"the host did not exit after Ctrl+C ({environment}, {call}); its threads:\n"
+                + stacks_of(host)
+            )
         assert status == 1, err
         assert "rlm_core.exceptions.CancellationError: Execution cancelled by user" in err
         assert "the completion returned" not in out
