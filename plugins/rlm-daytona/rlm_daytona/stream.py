@@ -159,7 +159,7 @@ class PtyExec(PushExec):
 def open_pty(process: Any, name: str, env: dict[str, str], timeout: float) -> Any:
     """``process.create_pty_session(id=name)``, once more under a new id (``name-1``, ...)
     each time the SDK gives up on a PTY whose ``connected`` message came late, for up to
-    ``timeout`` seconds; the PTY it gave up on is killed.
+    ``timeout`` seconds; each PTY it gave up on is killed.
 
     The SDK's ``PtyHandle.wait_for_connection`` means to wait 10 s for that message, in
     turns of 0.1 s, but it catches ``TimeoutError`` where httpx-ws raises ``queue.Empty``:
@@ -175,14 +175,14 @@ def open_pty(process: Any, name: str, env: dict[str, str], timeout: float) -> An
         except Exception as exc:
             if not isinstance(exc.__cause__, queue.Empty):
                 raise
+            with contextlib.suppress(Exception):  # it is ended with its sandbox all the same
+                process.kill_pty_session(session)
             if time.monotonic() >= deadline:
                 raise SandboxError(
                     f"the Daytona PTY never said it was connected within the SDK's 0.1 s "
                     f"({attempt + 1} tries in {timeout:g} s)"
                 ) from exc
         log.debug("PTY %s was connected too late for the SDK; trying a new one", session)
-        with contextlib.suppress(Exception):  # it is ended with its sandbox all the same
-            process.kill_pty_session(session)
         attempt += 1
 
 

@@ -46,6 +46,7 @@ import contextlib
 import fcntl
 import itertools
 import json
+import math
 import os
 import secrets
 import struct
@@ -192,7 +193,8 @@ class FakeDaytona:
     the create call waits after the sandbox was created, before answering, and
     ``on_create`` is called then (to cut a start short in the middle).
     ``pty_connect_delays``: seconds each next PTY waits, once its WebSocket is open, before
-    it says it is connected (one per PTY, in order; none left: no wait).
+    it says it is connected (one per PTY, in order; none left: no wait; ``math.inf``: it
+    never does, and ends when it is killed).
     ``build_seconds``: how long building an image takes; ``build_failure``: when set, the
     builds started from then on fail with that reason (a failed build is not reused).
     """
@@ -703,10 +705,13 @@ class FakeDaytona:
         ws = request.websocket()
         with self._lock:
             delay = self.pty_connect_delays.pop(0) if self.pty_connect_delays else 0.0
-        time.sleep(delay)
-        ws.send(json.dumps({"type": "control", "status": "connected"}))
-        threading.Thread(target=_pty_input, args=(ws, master), daemon=True).start()
         try:
+            if math.isinf(delay):  # never connected: it ends when it is killed
+                process.wait()
+                return
+            time.sleep(delay)
+            ws.send(json.dumps({"type": "control", "status": "connected"}))
+            threading.Thread(target=_pty_input, args=(ws, master), daemon=True).start()
             while True:
                 try:
                     data = os.read(master, 32 * 1024)
