@@ -14,6 +14,7 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from rlm_core import interrupts
 from rlm_core.backends.base import Backend, to_messages
 from rlm_core.environments.base import PERSISTENT, TIMEOUT, Environment, Session, parse_tools
 from rlm_core.environments.settings import (
@@ -246,7 +247,7 @@ class _Run:
         with self._queued_lock:
             self._queued.update(futures)
         try:
-            return [future.result() for future in futures]
+            return [interrupts.wait_for(future) for future in futures]
         finally:
             for future in futures:  # when interrupted: the calls that have not started
                 future.cancel()
@@ -690,6 +691,7 @@ class RLM:
         backend = run.backends.for_root(self._model_override)
         reply = backend.complete(list(messages), self._model_override)
         run.ledger.record(reply.model, reply.usage, self.depth)
+        interrupts.check()
         return reply.text
 
     def _usage_snapshot(self, run: _Run) -> UsageSummary | None:
@@ -720,6 +722,7 @@ class RLM:
         except SandboxRestartedError as exc:
             message = f"SandboxRestartedError: {exc}"
             result = REPLResult(stderr=message, error=message)
+        interrupts.check()
         with host_output():
             hook.rlm_after_cell(code=code, result=result, depth=self.depth, environment=env)
         return result
@@ -753,7 +756,11 @@ class RLM:
         share its logger, persistent REPL and best partial answer); use one ``RLM`` per
         concurrent task.
         """
-        with self._run_lock, self.verbose.running(self.depth, self.max_iterations):
+        with (
+            self._run_lock,
+            interrupts.recording_ctrl_c(),
+            self.verbose.running(self.depth, self.max_iterations),
+        ):
             return self._completion(prompt, root_prompt)
 
     def _completion(self, prompt: Any, root_prompt: str | None) -> RLMChatCompletion:

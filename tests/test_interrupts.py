@@ -11,26 +11,46 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import textwrap
 import threading
 import time
+import weakref
+from collections.abc import Iterator
 
 import pytest
 from hosts import Host, wait_gone
 
+from rlm_core import interrupts
 from rlm_core.threads import DaemonThreadPool
 
 IN_FLIGHT = "RLM-TEST-CALL-IN-FLIGHT"
 
 HOST_SCRIPT = textwrap.dedent(
     f"""
-    import faulthandler, os, signal, sys, threading
+    import faulthandler, os, signal, sys, threading, weakref
     from rlm_core import RLM
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it hangs, if it does
 
     environment, call = sys.argv[1], sys.argv[2]
+    swallowed_in = sys.argv[3] if len(sys.argv) > 3 else None
     never_set = threading.Event()
+
+    def press_ctrl_c_in_a_finalizer():
+        # Ctrl+C pressed while a finalizer runs: Python prints "Exception ignored in ..."
+        # and goes on as if it had not been pressed.
+        class Garbage:
+            pass
+
+        def finalize():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs (and raises) here
+                pass
+
+        garbage = Garbage()
+        weakref.finalize(garbage, finalize)
+        del garbage
 
     def descendants():
         found, todo = [], [os.getpid()]
@@ -58,6 +78,8 @@ HOST_SCRIPT = textwrap.dedent(
     def model(messages):
         if messages[0]["role"] != "system":  # a sub-call
             block_forever()
+        if swallowed_in == "root-call":
+            press_ctrl_c_in_a_finalizer()
         return CELLS[call]
 
     def wait_for_ever(value):
@@ -70,11 +92,16 @@ HOST_SCRIPT = textwrap.dedent(
         "rlm_query_batched": "```repl\\nprint(rlm_query_batched(['a', 'b']))\\n```",
         "tool": "```repl\\nprint(wait_for_ever(1))\\n```",
     }}
+    if swallowed_in == "cell":
+        CELLS[call] = CELLS[call].replace("print(", "press_ctrl_c_in_a_finalizer()\\nprint(", 1)
     rlm = RLM(
         backend="scripted",
         backend_kwargs={{"responses": model}},
         environment=environment,
-        custom_tools={{"wait_for_ever": wait_for_ever}},
+        custom_tools={{
+            "wait_for_ever": wait_for_ever,
+            "press_ctrl_c_in_a_finalizer": press_ctrl_c_in_a_finalizer,
+        }},
     )
     rlm.completion("some context")
     print("the completion returned", flush=True)
@@ -125,6 +152,36 @@ def test_ctrl_c_ends_the_host_while_a_call_never_returns(environment: str, call:
         assert "the completion returned" not in out
         # Nothing the host started outlives it (agents, fork servers, their directories).
         assert wait_gone(started) == []
+        assert host.leftovers() == []
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("environment", "call", "swallowed_in"),
+    [
+        ("local", "llm_query_batched", "cell"),  # then waits on sub-call worker threads
+        ("local", "rlm_query_batched", "cell"),
+        ("subprocess", "llm_query", "root-call"),  # then would run a cell that never ends
+    ],
+)
+def test_a_ctrl_c_that_python_swallowed_still_ends_the_host(
+    environment: str, call: str, swallowed_in: str
+) -> None:
+    """CPython drops a ``KeyboardInterrupt`` raised in a finalizer ("Exception ignored in
+    ..."); Ctrl+C pressed at that moment must still end the completion."""
+    with Host(HOST_SCRIPT, environment, call, swallowed_in) as host:
+        try:
+            status, out, err = host.finish(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"the host did not exit after a swallowed Ctrl+C ({environment}, {call}); "
+                "its threads:\n" + stacks_of(host)
+            )
+        assert status == 1, err
+        assert "rlm_core.exceptions.CancellationError: Execution cancelled by user" in err
+        assert "the completion returned" not in out
+        if swallowed_in == "cell":  # it was swallowed, and the sub-calls were in flight
+            assert IN_FLIGHT in out
         assert host.leftovers() == []
 
 
@@ -223,3 +280,112 @@ def test_a_dropped_pool_lets_its_idle_workers_end() -> None:
     for worker in workers:
         worker.join(timeout=30)
         assert not worker.is_alive()
+
+
+# -- a Ctrl+C recorded while a completion runs -----------------------------------------------
+
+
+@pytest.fixture
+def default_ctrl_c() -> Iterator[None]:
+    """Python's default SIGINT handling for the test (a test runner may have its own)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def swallow_a_ctrl_c() -> None:
+    """Ctrl+C raised in a finalizer, where Python reports it and drops it."""
+
+    def finalize() -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    dropped: list[type[BaseException] | None] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda report: dropped.append(report.exc_type)
+    try:
+        weakref.finalize(Garbage(), finalize)  # collected at once: the finalizer runs now
+    finally:
+        sys.unraisablehook = previous
+    assert dropped == [KeyboardInterrupt]
+
+
+class Garbage:
+    pass
+
+
+@pytest.mark.usefixtures("default_ctrl_c")
+def test_a_swallowed_ctrl_c_is_raised_again_by_the_waits_under_recording() -> None:
+    pool = DaemonThreadPool(max_workers=1)
+    never = threading.Event()
+    try:
+        with interrupts.recording_ctrl_c():
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+            swallow_a_ctrl_c()  # goes on: Python dropped the KeyboardInterrupt
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.wait_for(pool.submit(never.wait))
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.check()  # still recorded until the outermost use ends
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        interrupts.check()  # cleared
+    finally:
+        never.set()
+        pool.shutdown()
+
+
+@pytest.mark.usefixtures("default_ctrl_c")
+def test_recording_nests_and_is_cleared_only_by_the_outermost_use() -> None:
+    with interrupts.recording_ctrl_c():
+        handler = signal.getsignal(signal.SIGINT)
+        with interrupts.recording_ctrl_c():
+            assert signal.getsignal(signal.SIGINT) is handler
+            swallow_a_ctrl_c()
+        assert signal.getsignal(signal.SIGINT) is handler
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+    interrupts.check()
+
+
+@pytest.mark.usefixtures("default_ctrl_c")
+def test_wait_for_gives_the_calls_result_or_its_own_exception() -> None:
+    pool = DaemonThreadPool(max_workers=2)
+    try:
+        with interrupts.recording_ctrl_c():
+            assert interrupts.wait_for(pool.submit(lambda: time.sleep(0.3) or 7)) == 7
+            with pytest.raises(TimeoutError, match="the call's own"):
+                interrupts.wait_for(pool.submit(_raise, TimeoutError("the call's own")))
+    finally:
+        pool.shutdown()
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def test_an_applications_own_ctrl_c_handler_is_left_alone() -> None:
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGINT, own)
+    try:
+        with interrupts.recording_ctrl_c():
+            assert signal.getsignal(signal.SIGINT) is own
+        assert signal.getsignal(signal.SIGINT) is own
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_nothing_is_recorded_off_the_main_thread() -> None:
+    seen: list[object] = []
+
+    def run() -> None:
+        with interrupts.recording_ctrl_c():
+            seen.append(signal.getsignal(signal.SIGINT))
+            interrupts.check()
+
+    before = signal.getsignal(signal.SIGINT)
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [before]
