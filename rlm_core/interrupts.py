@@ -8,10 +8,11 @@ be gone, and a completion blocked on a sub-call that never returns would wait fo
 
 While a completion runs on the main thread with Python's default SIGINT handling,
 :func:`recording_ctrl_c` installs a handler that raises ``KeyboardInterrupt`` as the default
-one does and also records that Ctrl+C was pressed. The completion's own waits
+one does and also records that Ctrl+C was pressed. The completion's waits for sub-calls
 (:func:`wait_for`) wait in slices and raise ``KeyboardInterrupt`` again once it was
-recorded, and the loop calls :func:`check` after each LM call and each cell. The record is
-cleared when the outermost completion ends.
+recorded; the loop calls :func:`check` after each LM call and each cell, and an agent
+environment before it sends a cell. The record is cleared when the outermost completion
+ends.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import signal
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from types import FrameType
 from typing import TypeVar
@@ -83,7 +83,9 @@ def wait_for(future: Future[T]) -> T:
     ends with ``KeyboardInterrupt`` once Ctrl+C was recorded, even if Python swallowed the
     one raised when it was pressed."""
     if _watching():
-        while not future.done():
+        check()
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        while not done.wait(WAIT_SLICE):
             check()
-            futures_wait([future], timeout=WAIT_SLICE)
     return future.result()

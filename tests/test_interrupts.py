@@ -25,6 +25,7 @@ from rlm_core import interrupts
 from rlm_core.threads import DaemonThreadPool
 
 IN_FLIGHT = "RLM-TEST-CALL-IN-FLIGHT"
+SWALLOWED = "RLM-TEST-CTRL-C-SWALLOWED"
 
 HOST_SCRIPT = textwrap.dedent(
     f"""
@@ -48,9 +49,15 @@ HOST_SCRIPT = textwrap.dedent(
             for _ in range(1000):  # the handler runs (and raises) here
                 pass
 
+        def report(unraisable):
+            if unraisable.exc_type is KeyboardInterrupt:
+                os.write(1, b"{SWALLOWED}\\n")
+
+        sys.unraisablehook, previous = report, sys.unraisablehook
         garbage = Garbage()
         weakref.finalize(garbage, finalize)
         del garbage
+        sys.unraisablehook = previous
 
     def descendants():
         found, todo = [], [os.getpid()]
@@ -94,6 +101,16 @@ HOST_SCRIPT = textwrap.dedent(
     }}
     if swallowed_in == "cell":
         CELLS[call] = CELLS[call].replace("print(", "press_ctrl_c_in_a_finalizer()\\nprint(", 1)
+    if swallowed_in == "before-cell":  # after the loop's last look, as the cell is sent
+        from rlm_core import hookimpl
+        from rlm_core.plugins import get_registry
+
+        class PressesCtrlC:
+            @hookimpl
+            def rlm_before_cell(self, code, depth, environment):
+                press_ctrl_c_in_a_finalizer()
+
+        get_registry().register(PressesCtrlC())
     rlm = RLM(
         backend="scripted",
         backend_kwargs={{"responses": model}},
@@ -162,6 +179,7 @@ def test_ctrl_c_ends_the_host_while_a_call_never_returns(environment: str, call:
         ("local", "llm_query_batched", "cell"),  # then waits on sub-call worker threads
         ("local", "rlm_query_batched", "cell"),
         ("subprocess", "llm_query", "root-call"),  # then would run a cell that never ends
+        ("subprocess", "llm_query", "before-cell"),  # then waits for that cell
     ],
 )
 def test_a_ctrl_c_that_python_swallowed_still_ends_the_host(
@@ -180,8 +198,7 @@ def test_a_ctrl_c_that_python_swallowed_still_ends_the_host(
         assert status == 1, err
         assert "rlm_core.exceptions.CancellationError: Execution cancelled by user" in err
         assert "the completion returned" not in out
-        if swallowed_in == "cell":  # it was swallowed, and the sub-calls were in flight
-            assert IN_FLIGHT in out
+        assert SWALLOWED in out  # Python did drop the KeyboardInterrupt
         assert host.leftovers() == []
 
 

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import grpc
 
-from rlm_core import __version__
+from rlm_core import __version__, interrupts
 from rlm_core._proto.rlm.v1 import agent_pb2 as pb
 from rlm_core._proto.rlm.v1 import agent_pb2_grpc as pb_grpc
 from rlm_core.agent import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, codec
@@ -349,7 +349,12 @@ class AgentClient:
 
     def execute(self, code: str, cell_timeout: float, deadline: float | None) -> REPLResult:
         """Run a cell. ``cell_timeout`` (0: none) is the agent's interrupt; ``deadline``
-        (seconds, or ``None``) bounds the call itself: past it, :class:`CellDeadlineError`."""
+        (seconds, or ``None``) bounds the call itself: past it, :class:`CellDeadlineError`.
+
+        A Ctrl+C recorded (:mod:`rlm_core.interrupts`) before the call is raised instead of
+        sending the cell; one pressed during it ends the wait as any ``KeyboardInterrupt``
+        does (gRPC's blocking wait runs signal handlers every 0.2 s)."""
+        interrupts.check()
         try:
             response = self.stub.Execute(
                 pb.ExecuteRequest(code=codec.text(code), timeout=cell_timeout),
