@@ -423,6 +423,27 @@ def test_stderr_tail_keeps_the_last_lines() -> None:
     assert tail.text() == "line 7\nline 8\nline 9"
 
 
+def test_stderr_tail_of_an_ended_process_waits_for_its_last_lines() -> None:
+    def late() -> Iterator[str]:
+        time.sleep(0.5)  # the process has ended; its last words are still in the pipe
+        yield "ImportError: no grpc here\n"
+
+    assert StderrTail(late(), ended=lambda: True).text() == "ImportError: no grpc here"
+
+
+def test_stderr_tail_of_a_running_process_does_not_wait() -> None:
+    never = threading.Event()
+
+    def silent() -> Iterator[str]:
+        never.wait()
+        yield "never\n"
+
+    try:
+        assert StderrTail(silent(), ended=lambda: False).text() == ""
+    finally:
+        never.set()
+
+
 def test_start_agent_skips_a_banner_and_reports_what_came_before(tmp_path: Path) -> None:
     script = (
         "import sys; sys.stdin.readline(); print('Welcome to the sandbox'); "

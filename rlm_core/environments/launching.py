@@ -79,12 +79,28 @@ class StderrTail:
     delivers stderr through a callback passes :meth:`feed` instead. Bytes are decoded as
     UTF-8 (a character split between chunks survives); an endless line is cut to its last
     :data:`MAX_LINE` characters.
+
+    ``ended`` says whether the process writing the stream has ended. Once it has, its last
+    lines may still be in the pipe, unread: :meth:`text` then waits up to
+    :data:`ENDED_WAIT` seconds for the stream to end, so an error about a process that
+    exited says what it wrote last.
     """
 
     MAX_LINE = 2000
     """Characters kept of one line."""
 
-    def __init__(self, stream: Iterable[bytes | str] | None = None, lines: int = 40) -> None:
+    ENDED_WAIT = 2.0
+    """Seconds :meth:`text` waits at most for the stream to end once its process has ended
+    (all of them only when a process it left behind still holds the pipe open)."""
+
+    def __init__(
+        self,
+        stream: Iterable[bytes | str] | None = None,
+        lines: int = 40,
+        *,
+        ended: Callable[[], bool] | None = None,
+    ) -> None:
+        self._ended = ended
         self._lines: collections.deque[str] = collections.deque(maxlen=lines)
         self._partial = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -113,7 +129,10 @@ class StderrTail:
 
     def text(self, wait: float = 0.0) -> str:
         """The lines kept so far (an unfinished last line included), after waiting up to
-        ``wait`` seconds for the stream to end."""
+        ``wait`` seconds (at least :data:`ENDED_WAIT` once the process has ended) for the
+        stream to end."""
+        if self._thread is not None and self._ended is not None and self._ended():
+            wait = max(wait, self.ENDED_WAIT)
         if wait > 0 and self._thread is not None:
             self._thread.join(wait)
         with self._lock:

@@ -108,8 +108,9 @@ class LoopbackLauncher(Launcher):
             import io
 
             stderr = io.TextIOWrapper(stderr, encoding="utf-8", errors="replace")
-        self._stderr = StderrTail(stderr)
-        return self.process
+        process = self.process
+        self._stderr = StderrTail(stderr, ended=lambda: process.poll() is not None)
+        return process
 
     def launch(self, request: LaunchRequest) -> Connection:
         """Start the agent and return the connection for :attr:`carrier`."""

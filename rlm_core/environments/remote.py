@@ -149,7 +149,7 @@ class ProcessExec:
             raise ValueError("the process needs pipes for its stdin and stdout")
         self.process = process
         self._stream = pipe_stream(cast(BinaryIO, process.stdin), cast(BinaryIO, process.stdout))
-        self._stderr = StderrTail(process.stderr)
+        self._stderr = StderrTail(process.stderr, ended=lambda: process.poll() is not None)
 
     def send(self, data: bytes) -> None:
         """Write ``data`` to the process's stdin."""

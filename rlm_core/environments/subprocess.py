@@ -256,7 +256,8 @@ class AgentProcess:
     def wait_ready(self) -> None:
         """Hand the agent its secrets and wait for its ready line (``SandboxError`` if it
         exits or stays silent past the ready timeout)."""
-        self.stderr_tail = StderrTail(self.process.stderr)
+        process = self.process
+        self.stderr_tail = StderrTail(process.stderr, ended=lambda: process.poll() is not None)
         start_agent(self.process, self.secrets.to_json(), time.monotonic() + self._ready_timeout)
 
     def alive(self) -> bool:

@@ -76,7 +76,10 @@ class DockerLauncher(Launcher):
                 env=dict(os.environ),
             )
         assert process.stdin is not None and process.stdout is not None
-        self._stderr = StderrTail(io.TextIOWrapper(cast(Any, process.stderr), errors="replace"))
+        self._stderr = StderrTail(
+            io.TextIOWrapper(cast(Any, process.stderr), errors="replace"),
+            ended=lambda: process.poll() is not None,
+        )
         self._send_bundle(process, bundle.data, request)
         from rlm_core.bridge.carriers.stdio import pipe_stream
 
